@@ -1,0 +1,42 @@
+"""Segmentation methods behind one function, with the minimum-size privacy rule applied to every method."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from persona_pipeline.config import SegmentationSettings
+from persona_pipeline.exceptions import ConfigError
+from persona_pipeline.segmentation.base import SegmentationResult, enforce_min_size
+
+__all__ = ["SegmentationResult", "enforce_min_size", "segment_customers"]
+
+
+def segment_customers(
+    features: pd.DataFrame,
+    settings: SegmentationSettings,
+    *,
+    previous_raw_centroids: dict[str, dict[str, float]] | None = None,
+) -> tuple[SegmentationResult, dict[str, dict[str, float]]]:
+    """Segment the valid, consenting customers with ``settings.method`` and enforce ``min_segment_size``.
+
+    Returns the result and each segment's raw centroid (kept with the run so tomorrow's segments can be matched
+    to today's).
+    """
+    raw_centroids: dict[str, dict[str, float]] = {}
+    if features.empty:
+        empty = pd.DataFrame({"customer_key": pd.Series(dtype="string"), "segment_id": pd.Series(dtype="string")})
+        return SegmentationResult(settings.method, empty, {}, {}), {}
+    if settings.method == "rfm":
+        from persona_pipeline.segmentation.rfm import segment_rfm
+
+        assignments, labels, centroids = segment_rfm(features)
+    elif settings.method == "kmeans":
+        from persona_pipeline.segmentation.kmeans import segment_kmeans
+
+        assignments, labels, centroids, raw_centroids = segment_kmeans(
+            features, seed=settings.seed, previous_centroids=previous_raw_centroids
+        )
+    else:
+        raise ConfigError(f"segmentation.method {settings.method!r} is not available yet; use 'rfm' or 'kmeans'")
+    result = enforce_min_size(assignments, labels, centroids, settings.min_segment_size, method=settings.method)
+    return result, {k: v for k, v in raw_centroids.items() if k in result.labels}

@@ -1,0 +1,523 @@
+"""The run's stages as plain functions over the object store: what Airflow tasks and the CLI call.
+
+Each stage reads its inputs from, and writes its outputs to, the run's partition ``dt=D/`` in the object store
+and returns a small JSON-able summary (what travels through XCom). Workers therefore share no disk, and any
+stage can be rerun alone: it replaces its own outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+
+from persona_pipeline.config import Settings
+from persona_pipeline.contracts import (
+    ImageRecord,
+    Persona,
+    RowAccounting,
+    RunContext,
+    SegmentProfile,
+    to_jsonable,
+)
+from persona_pipeline.storage import (
+    LocalObjectStore,
+    ObjectStore,
+    open_store,
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+)
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage needs: settings, the run's identity, the object store and a progress callback."""
+
+    settings: Settings
+    run: RunContext
+    store: ObjectStore
+    progress: Progress
+
+    def key(self, *parts: str) -> str:
+        return "/".join((self.run.partition, *parts))
+
+
+def make_context(
+    settings: Settings,
+    logical_date: date,
+    run_id: str | None = None,
+    *,
+    store: ObjectStore | None = None,
+    progress: Progress | None = None,
+) -> StageContext:
+    run = RunContext(
+        logical_date=logical_date,
+        run_id=run_id or f"manual__{logical_date.isoformat()}",
+        config_hash=settings.config_hash(),
+    )
+    return StageContext(settings, run, store or open_store(settings.storage), progress or log.info)
+
+
+def previous_partition(store: ObjectStore, logical_date: date, marker: str = "profiles.json") -> str | None:
+    """The newest partition before ``logical_date`` that completed the stage writing ``marker``."""
+    candidates = []
+    for key in store.list_keys("dt="):
+        head, _, rest = key.partition("/")
+        if rest == marker:
+            try:
+                day = date.fromisoformat(head.removeprefix("dt="))
+            except ValueError:
+                continue
+            if day < logical_date:
+                candidates.append((day, head))
+    return max(candidates)[1] if candidates else None
+
+
+# -- stages ---------------------------------------------------------------------------------------------------
+
+
+def extract(ctx: StageContext) -> dict[str, Any]:
+    """Compute per-customer features in the warehouse and write them as Parquet parts."""
+    from persona_pipeline.warehouse.engine import warehouse_engine
+    from persona_pipeline.warehouse.features import frame_to_arrow, iter_features
+    from persona_pipeline.warehouse.mapping import load_mapping
+
+    started = datetime.now(UTC).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    mapping = load_mapping(ctx.settings.warehouse.mapping, schema=ctx.settings.warehouse.source_schema)
+    ctx.store.delete_prefix(ctx.key("features") + "/")
+    rows, parts = 0, []
+    with warehouse_engine(ctx.settings.warehouse.url) as engine:
+        vocabulary, chunks = iter_features(
+            engine, mapping, ctx.run.logical_date, chunk_rows=ctx.settings.warehouse.chunk_rows
+        )
+        for chunk in chunks:
+            key = ctx.key("features", f"part-{chunk.index:05d}.parquet")
+            write_parquet(ctx.store, key, frame_to_arrow(chunk.frame))
+            rows += len(chunk.frame)
+            parts.append(key)
+            ctx.progress(f"extract: {rows:,} customers so far ({len(parts)} chunk(s))")
+    summary = {
+        "rows": rows,
+        "parts": parts,
+        "vocabulary": to_jsonable(vocabulary),
+        "missing_fields": mapping.missing_fields(),
+        "started_at": started.isoformat(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    write_json(ctx.store, ctx.key("extract.json"), summary)
+    ctx.progress(f"extract: {rows:,} customers as of {ctx.run.logical_date} in {summary['seconds']}s")
+    return {"rows": rows, "parts": len(parts)}
+
+
+def _read_parts(ctx: StageContext, parts: list[str]) -> pd.DataFrame:
+    import pyarrow as pa
+
+    tables = [read_parquet(ctx.store, key) for key in parts]
+    if not tables:
+        return pd.DataFrame()
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+
+def validate(ctx: StageContext) -> dict[str, Any]:
+    """Run the GX suite; write valid rows, quarantined rows and the accounting."""
+    from persona_pipeline.validation import validate_features
+
+    extract_summary = read_json(ctx.store, ctx.key("extract.json"))
+    features = _read_parts(ctx, extract_summary["parts"])
+    previous = previous_partition(ctx.store, ctx.run.logical_date, "validation.json")
+    previous_rows = read_json(ctx.store, f"{previous}/validation.json")["accounting"]["extracted"] if previous else None
+    outcome = validate_features(features, ctx.settings.validation, previous_rows=previous_rows)
+    import pyarrow as pa
+
+    write_parquet(ctx.store, ctx.key("valid.parquet"), pa.Table.from_pandas(outcome.valid, preserve_index=False))
+    write_parquet(
+        ctx.store, ctx.key("quarantine.parquet"), pa.Table.from_pandas(outcome.quarantine, preserve_index=False)
+    )
+    write_json(ctx.store, ctx.key("validation", "gx_result.json"), outcome.gx_result)
+    summary = {"accounting": to_jsonable(outcome.accounting), "rule_failures": outcome.rule_failures}
+    write_json(ctx.store, ctx.key("validation.json"), summary)
+    a = outcome.accounting
+    ctx.progress(
+        f"validate: {a.extracted:,} extracted = {a.valid:,} valid + {a.quarantined:,} quarantined "
+        f"+ {a.excluded:,} excluded (no consent)"
+    )
+    return summary
+
+
+def segment(ctx: StageContext) -> dict[str, Any]:
+    """Segment valid customers and enforce the minimum segment size."""
+    from persona_pipeline.segmentation import segment_customers
+
+    valid = read_parquet(ctx.store, ctx.key("valid.parquet")).to_pandas()
+    previous = previous_partition(ctx.store, ctx.run.logical_date, "segments.json")
+    previous_centroids = read_json(ctx.store, f"{previous}/segments.json").get("raw_centroids") if previous else None
+    result, raw_centroids = segment_customers(
+        valid, ctx.settings.segmentation, previous_raw_centroids=previous_centroids
+    )
+    import pyarrow as pa
+
+    write_parquet(
+        ctx.store, ctx.key("assignments.parquet"), pa.Table.from_pandas(result.assignments, preserve_index=False)
+    )
+    summary = {
+        "method": result.method,
+        "labels": result.labels,
+        "sizes": result.sizes,
+        "merged": result.merged,
+        "suppressed": result.suppressed,
+        "suppressed_customers": result.suppressed_customers,
+        "centroids": {k: list(v) for k, v in result.centroids.items()},
+        "raw_centroids": raw_centroids,
+    }
+    write_json(ctx.store, ctx.key("segments.json"), summary)
+    ctx.progress(
+        f"segment: {len(result.labels)} segment(s) by {result.method}; {len(result.merged)} merged and "
+        f"{result.suppressed_customers} customer(s) suppressed by the "
+        f"k={ctx.settings.segmentation.min_segment_size} rule"
+    )
+    return {k: summary[k] for k in ("method", "sizes", "suppressed_customers")}
+
+
+def profile(ctx: StageContext) -> dict[str, Any]:
+    """Profile every segment (with drift against the previous run)."""
+    from persona_pipeline.profiles import build_profiles
+    from persona_pipeline.segmentation.base import SegmentationResult
+
+    valid = read_parquet(ctx.store, ctx.key("valid.parquet")).to_pandas()
+    assignments = read_parquet(ctx.store, ctx.key("assignments.parquet")).to_pandas()
+    seg = read_json(ctx.store, ctx.key("segments.json"))
+    result = SegmentationResult(seg["method"], assignments, seg["labels"], {})
+    previous = previous_partition(ctx.store, ctx.run.logical_date)
+    previous_profiles = (
+        {p["segment_id"]: p for p in read_json(ctx.store, f"{previous}/profiles.json")["profiles"]}
+        if previous
+        else None
+    )
+    settings = ctx.settings
+    profiles = build_profiles(
+        valid,
+        result,
+        lift_min_support=max(settings.personas.lift_min_support, settings.segmentation.min_segment_size),
+        lift_min_share=settings.personas.lift_min_share,
+        previous=previous_profiles,
+    )
+    write_json(ctx.store, ctx.key("profiles.json"), {"previous_partition": previous, "profiles": to_jsonable(profiles)})
+    ctx.progress(f"profile: {len(profiles)} segment profile(s)" + (f", drift vs {previous}" if previous else ""))
+    return {"segments": len(profiles)}
+
+
+def build_personas(ctx: StageContext) -> list[str]:
+    """Write one persona document per eligible segment and plan the images; returns the persona ids."""
+    from persona_pipeline.imaging.generate import plan_images
+    from persona_pipeline.personas import build_personas as make_personas
+
+    data = read_json(ctx.store, ctx.key("profiles.json"))
+    profiles = [SegmentProfile.from_dict(p) for p in data["profiles"]]
+    previous_names: dict[str, str] = {}
+    if data.get("previous_partition"):
+        for key in ctx.store.list_keys(f"{data['previous_partition']}/personas/"):
+            doc = read_json(ctx.store, key)
+            previous_names[doc["segment_id"]] = doc["name"]
+    personas = make_personas(
+        profiles,
+        ctx.settings.personas,
+        method=ctx.settings.segmentation.method,
+        min_segment_size=ctx.settings.segmentation.min_segment_size,
+        previous_names=previous_names,
+    )
+    ctx.store.delete_prefix(ctx.key("personas") + "/")
+    for persona in personas:
+        write_json(ctx.store, ctx.key("personas", f"{persona.persona_id}.json"), to_jsonable(persona))
+    provider = _provider(ctx)
+    plan = plan_images(personas, provider, ctx.store, ctx.settings.imaging)
+    write_json(ctx.store, ctx.key("image_plan.json"), to_jsonable(plan))
+    ctx.store.delete_prefix(ctx.key("image_records") + "/")
+    ctx.progress(
+        f"personas: {len(personas)} persona(s); images planned: {len(plan.jobs)} "
+        f"({sum(j.cached for j in plan.jobs)} cached, {plan.planned_calls} to generate for about "
+        f"${plan.planned_cost_usd:.2f}, {plan.over_budget} over budget)"
+    )
+    return [p.persona_id for p in personas]
+
+
+def _provider(ctx: StageContext, api_key: str | None = None, base_url: str | None = None) -> Any:
+    from persona_pipeline.imaging.generate import get_provider
+
+    return get_provider(ctx.settings.imaging, api_key=api_key, base_url=base_url)
+
+
+def generate_persona_images(
+    ctx: StageContext, persona_id: str, *, api_key: str | None = None, base_url: str | None = None
+) -> dict[str, Any]:
+    """Produce the planned images of one persona (one mapped task per persona in the DAG)."""
+    from persona_pipeline.contracts import ImagePrompt
+    from persona_pipeline.imaging.generate import ImageJob, generate_images
+
+    plan = read_json(ctx.store, ctx.key("image_plan.json"))
+    jobs = [
+        ImageJob(
+            prompt=ImagePrompt.from_dict(job["prompt"]),
+            cache_key=job["cache_key"],
+            cached=job["cached"],
+            allowed=job["allowed"],
+            estimated_cost_usd=job["estimated_cost_usd"],
+        )
+        for job in plan["jobs"]
+        if job["prompt"]["persona_id"] == persona_id
+    ]
+    provider = _provider(ctx, api_key, base_url)
+    records = generate_images(
+        jobs, provider, ctx.store, ctx.run, concurrency=ctx.settings.imaging.concurrency, progress=ctx.progress
+    )
+    write_json(ctx.store, ctx.key("image_records", f"{persona_id}.json"), to_jsonable(records))
+    return {
+        "persona_id": persona_id,
+        "images": len(records),
+        "cached": sum(r.cached for r in records),
+        "cost_usd": round(sum(r.cost_usd for r in records), 6),
+    }
+
+
+def publish(ctx: StageContext) -> dict[str, Any]:
+    """Write BI tables (one transaction), Parquet copies, the gallery, the run record and the latest pointer."""
+    from persona_pipeline.publish import replace_partition, table_to_parquet_bytes
+    from persona_pipeline.report import GalleryRun, render_gallery
+    from persona_pipeline.warehouse.engine import warehouse_engine
+
+    settings = ctx.settings
+    extract_summary = read_json(ctx.store, ctx.key("extract.json"))
+    validation = read_json(ctx.store, ctx.key("validation.json"))
+    segments = read_json(ctx.store, ctx.key("segments.json"))
+    profiles = [SegmentProfile.from_dict(p) for p in read_json(ctx.store, ctx.key("profiles.json"))["profiles"]]
+    personas = [Persona.from_dict(read_json(ctx.store, k)) for k in ctx.store.list_keys(ctx.key("personas") + "/")]
+    personas.sort(key=lambda p: (-p.size, p.persona_id))
+    records: list[ImageRecord] = []
+    for persona in personas:
+        key = ctx.key("image_records", f"{persona.persona_id}.json")
+        if ctx.store.head(key) is None:
+            raise RuntimeError(f"images of persona {persona.persona_id} are missing ({key}); rerun its image task")
+        records.extend(ImageRecord.from_dict(r) for r in read_json(ctx.store, key))
+    # Presigned URLs expire: refresh them at publish time so BI always gets working links.
+    records = [ImageRecord.from_dict({**to_jsonable(r), "url": ctx.store.url_for(r.key)}) for r in records]
+    accounting = RowAccounting(**validation["accounting"])
+    published_segments = {p.segment_id for p in personas}
+    k = settings.segmentation.min_segment_size
+
+    # Gallery first: the run record carries its URL.
+    local = isinstance(ctx.store, LocalObjectStore)
+    prefix = ctx.run.partition + "/"
+    gallery_run = GalleryRun(
+        logical_date=ctx.run.logical_date,
+        run_id=ctx.run.run_id,
+        method=segments["method"],
+        image_provider=settings.imaging.provider,
+        accounting=accounting,
+        images_generated=sum(not r.cached for r in records),
+        images_cached=sum(r.cached for r in records),
+        image_cost_usd=round(sum(r.cost_usd for r in records), 4),
+        min_segment_size=k,
+        generated_at=datetime.now(UTC),
+    )
+    pages = render_gallery(
+        gallery_run,
+        personas,
+        records,
+        image_href=(lambda r: r.key.removeprefix(prefix)) if local else (lambda r: r.url),
+    )
+    for name, html in pages.items():
+        ctx.store.put_bytes(ctx.key(name), html.encode("utf-8"), content_type="text/html; charset=utf-8")
+    gallery_key = ctx.key("index.html")
+    gallery_url = ctx.store.url_for(gallery_key)
+
+    frames = _output_frames(ctx, personas, profiles, records, segments, extract_summary, accounting, gallery_url)
+    frames = {name: frame for name, frame in frames.items()}
+    with warehouse_engine(settings.warehouse.url) as engine:
+        counts = replace_partition(engine, settings.warehouse.output_schema, ctx.run.logical_date, frames)
+    for name, frame in frames.items():
+        key = f"tables/{name}/{ctx.run.partition}/part-00000.parquet"
+        ctx.store.put_bytes(key, table_to_parquet_bytes(frame.assign(dt=ctx.run.logical_date)))
+    run_record = frames["persona_runs"].iloc[0].to_dict()
+    write_json(ctx.store, ctx.key("run.json"), to_jsonable(run_record))
+    write_json(
+        ctx.store,
+        "latest.json",
+        {"dt": ctx.run.logical_date.isoformat(), "run_id": ctx.run.run_id, "gallery_key": gallery_key},
+    )
+    assert published_segments <= set(segments["sizes"])
+    ctx.progress(f"publish: {counts}; gallery at {gallery_url}")
+    return {"counts": counts, "gallery_key": gallery_key, "gallery_url": gallery_url}
+
+
+def _output_frames(
+    ctx: StageContext,
+    personas: list[Persona],
+    profiles: list[SegmentProfile],
+    records: list[ImageRecord],
+    segments: dict[str, Any],
+    extract_summary: dict[str, Any],
+    accounting: RowAccounting,
+    gallery_url: str,
+) -> dict[str, pd.DataFrame]:
+    from persona_pipeline.publish import json_list
+
+    settings = ctx.settings
+    k = settings.segmentation.min_segment_size
+    published = {p.segment_id for p in personas}
+    eligible = [p for p in profiles if p.size >= k and p.segment_id in published]
+    first_image: dict[str, str] = {}
+    for record in records:
+        first_image.setdefault(record.persona_id, record.url)
+    personas_frame = pd.DataFrame(
+        [
+            {
+                "persona_id": p.persona_id,
+                "segment_id": p.segment_id,
+                "method": p.method,
+                "name": p.name,
+                "tagline": p.tagline,
+                "narrative": p.narrative,
+                "goals": json_list(p.goals),
+                "pain_points": json_list(p.pain_points),
+                "channels": json_list(p.channels),
+                "recommendations": json_list(p.recommendations),
+                "size": p.size,
+                "share": p.share,
+                **{
+                    k_: p.key_numbers.get(k_)
+                    for k_ in ("median_age", "aov", "frequency", "monetary", "recency_days", "clv")
+                },
+                "content_hash": p.content_hash,
+                "image_url": first_image.get(p.persona_id),
+                "persona_json_url": ctx.store.url_for(ctx.key("personas", f"{p.persona_id}.json")),
+            }
+            for p in personas
+        ]
+    )
+    snapshots = pd.DataFrame(
+        [
+            {
+                "segment_id": p.segment_id,
+                "method": segments["method"],
+                "label": p.label,
+                "size": p.size,
+                "share": p.share,
+                **{
+                    k_: p.numeric.get(k_)
+                    for k_ in (
+                        "median_age",
+                        "aov",
+                        "recency_days",
+                        "frequency",
+                        "monetary",
+                        "clv",
+                        "engagement",
+                        "tenure_days",
+                        "return_rate",
+                    )
+                },
+                "previous_size": p.drift.previous_size if p.drift else None,
+                "size_change": p.drift.size_change if p.drift else None,
+                "drift_status": p.drift.status if p.drift else None,
+                "moved_traits": json_list(p.drift.moved_traits) if p.drift else "[]",
+            }
+            for p in eligible
+        ]
+    )
+    traits = pd.DataFrame(
+        [
+            {
+                "segment_id": p.segment_id,
+                "dimension": t.dimension,
+                "value": t.value,
+                "segment_share": t.segment_share,
+                "population_share": t.population_share,
+                "lift": t.lift,
+                "support": t.support,
+            }
+            for p in eligible
+            for t in p.lifts
+            if t.support >= k
+        ]
+    )
+    images = pd.DataFrame(
+        [
+            {
+                "persona_id": r.persona_id,
+                "variant": r.variant,
+                "style": r.style,
+                "provider": r.provider,
+                "model": r.model,
+                "prompt_hash": r.prompt_hash,
+                "cache_key": r.cache_key,
+                "object_key": r.key,
+                "image_url": r.url,
+                "content_type": r.content_type,
+                "size_bytes": r.size_bytes,
+                "width": r.width,
+                "height": r.height,
+                "cost_usd": r.cost_usd,
+                "cached": r.cached,
+                "flags": ",".join(r.flags),
+            }
+            for r in records
+        ]
+    )
+    assignments = read_parquet(ctx.store, ctx.key("assignments.parquet")).to_pandas()
+    membership = assignments[assignments["segment_id"].isin(published)][["customer_key", "segment_id"]]
+    quarantine = (
+        read_parquet(ctx.store, ctx.key("quarantine.parquet")).to_pandas().rename(columns={"column": "column_name"})
+    )
+    run_row = {
+        "run_id": ctx.run.run_id,
+        "config_hash": ctx.run.config_hash,
+        "method": segments["method"],
+        "image_provider": settings.imaging.provider,
+        "status": "success",
+        "started_at": datetime.fromisoformat(extract_summary["started_at"]),
+        "finished_at": datetime.now(UTC).replace(tzinfo=None),
+        "rows_extracted": accounting.extracted,
+        "rows_valid": accounting.valid,
+        "rows_quarantined": accounting.quarantined,
+        "rows_excluded": accounting.excluded,
+        "rows_suppressed": int(accounting.valid - len(membership)),
+        "segments": len(eligible),
+        "personas": len(personas),
+        "images_total": len(records),
+        "images_generated": sum(not r.cached for r in records),
+        "images_cached": sum(r.cached for r in records),
+        "images_fallback": sum(any(f.endswith("fallback") for f in r.flags) for r in records),
+        "image_cost_usd": round(sum(r.cost_usd for r in records), 6),
+        "missing_fields": json_list(extract_summary.get("missing_fields", [])),
+        "gallery_url": gallery_url,
+    }
+    return {
+        "persona_runs": pd.DataFrame([run_row]),
+        "segment_snapshots": snapshots,
+        "segment_traits": traits,
+        "personas": personas_frame,
+        "persona_images": images,
+        "segment_membership": membership,
+        "quarantine": quarantine,
+    }
+
+
+def run_all(ctx: StageContext) -> dict[str, Any]:
+    """Every stage in order, in this process (the CLI's ``run``); returns the publish summary."""
+    extract(ctx)
+    validate(ctx)
+    segment(ctx)
+    profile(ctx)
+    for persona_id in build_personas(ctx):
+        generate_persona_images(ctx, persona_id)
+    return publish(ctx)
