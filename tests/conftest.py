@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,11 +16,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATE = date(2026, 12, 1)
 SMALL_CUSTOMERS = 3_000
+_AIRFLOW_HOME = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Airflow reads its configuration at import time: point it at a throwaway home before anything imports it.
     home = Path(tempfile.mkdtemp(prefix="persona-airflow-"))
+    config.stash[_AIRFLOW_HOME] = home
     os.environ["AIRFLOW_HOME"] = str(home)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
     os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
@@ -27,6 +30,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["GX_ANALYTICS_ENABLED"] = "False"
     for name in [n for n in os.environ if n.startswith("PERSONA_") and n != "PERSONA_REQUIRE_SERVICES"]:
         del os.environ[name]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(_AIRFLOW_HOME, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
