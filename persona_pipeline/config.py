@@ -150,6 +150,18 @@ class ImagingSettings(_Section):
         )
 
 
+class PrivacySettings(_Section):
+    """How customer keys appear in the published membership table."""
+
+    # plain: the warehouse key; hashed: HMAC-SHA256 with a secret salt (joinable by whoever holds the salt);
+    # omit: no membership table rows at all.
+    membership_keys: Literal["plain", "hashed", "omit"] = "plain"
+    salt_env: str = "PERSONA_MEMBERSHIP_SALT"
+    # latest: the membership table holds only the newest date, so a customer erased at the source is gone from
+    # it after the next run; all: keep every date's membership.
+    membership_history: Literal["latest", "all"] = "latest"
+
+
 class Settings(_Section):
     """Everything a run needs to know. Build with :func:`load_settings`."""
 
@@ -159,6 +171,7 @@ class Settings(_Section):
     segmentation: SegmentationSettings = SegmentationSettings()
     personas: PersonaSettings = PersonaSettings()
     imaging: ImagingSettings = ImagingSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     def config_hash(self) -> str:
         """Hash of the effective configuration, recorded with every run."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -217,12 +217,18 @@ def _bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> N
 
 
 def replace_partition(
-    engine: sa.Engine, schema: str | None, logical_date: date, frames: Mapping[str, pd.DataFrame]
+    engine: sa.Engine,
+    schema: str | None,
+    logical_date: date,
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    latest_only: Collection[str] = (),
 ) -> dict[str, int]:
     """Delete the date's rows from every output table and insert ``frames`` — all in one transaction.
 
     ``frames`` maps table name to rows without the ``dt`` column; tables not given are still cleared for the date,
-    so a rerun never leaves rows of an earlier attempt behind.
+    so a rerun never leaves rows of an earlier attempt behind. Tables in ``latest_only`` keep just their newest
+    date (a customer erased at the source leaves them with the next run).
     """
     tables = ensure_schema(engine, schema)
     unknown = set(frames) - set(tables)
@@ -244,6 +250,10 @@ def replace_partition(
                     frame[column.name] = None
             _bulk_insert(conn, table, frame)
             counts[name] = len(frame)
+        for name in latest_only:
+            table = tables[name]
+            newest = sa.select(sa.func.max(table.c.dt)).scalar_subquery()
+            conn.execute(table.delete().where(table.c.dt < newest))
     log.info("published %s for %s: %s", schema or "(default schema)", logical_date, counts)
     return counts
 

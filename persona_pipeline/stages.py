@@ -343,7 +343,13 @@ def publish(ctx: StageContext) -> dict[str, Any]:
     frames = _output_frames(ctx, personas, profiles, records, segments, extract_summary, accounting, gallery_url)
     frames = {name: frame for name, frame in frames.items()}
     with warehouse_engine(settings.warehouse.url) as engine:
-        counts = replace_partition(engine, settings.warehouse.output_schema, ctx.run.logical_date, frames)
+        counts = replace_partition(
+            engine,
+            settings.warehouse.output_schema,
+            ctx.run.logical_date,
+            frames,
+            latest_only=("segment_membership",) if settings.privacy.membership_history == "latest" else (),
+        )
     for name, frame in frames.items():
         key = f"tables/{name}/{ctx.run.partition}/part-00000.parquet"
         ctx.store.put_bytes(key, table_to_parquet_bytes(frame.assign(dt=ctx.run.logical_date)))
@@ -369,6 +375,7 @@ def _output_frames(
     accounting: RowAccounting,
     gallery_url: str,
 ) -> dict[str, pd.DataFrame]:
+    from persona_pipeline.privacy import publishable_keys
     from persona_pipeline.publish import json_list
 
     settings = ctx.settings
@@ -475,6 +482,9 @@ def _output_frames(
     )
     assignments = read_parquet(ctx.store, ctx.key("assignments.parquet")).to_pandas()
     membership = assignments[assignments["segment_id"].isin(published)][["customer_key", "segment_id"]]
+    published_customers = len(membership)
+    keys = publishable_keys(membership["customer_key"], settings.privacy)
+    membership = membership.iloc[0:0] if keys is None else membership.assign(customer_key=keys)
     quarantine = (
         read_parquet(ctx.store, ctx.key("quarantine.parquet")).to_pandas().rename(columns={"column": "column_name"})
     )
@@ -490,7 +500,7 @@ def _output_frames(
         "rows_valid": accounting.valid,
         "rows_quarantined": accounting.quarantined,
         "rows_excluded": accounting.excluded,
-        "rows_suppressed": int(accounting.valid - len(membership)),
+        "rows_suppressed": int(accounting.valid - published_customers),
         "segments": len(eligible),
         "personas": len(personas),
         "images_total": len(records),
