@@ -27,9 +27,29 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from persona_pipeline.warehouse.sample import write_duckdb
 
     started = time.perf_counter()
+    if getattr(args, "warehouse", None):
+        return _seed_engine(args, started)
     counts = write_duckdb(args.out, args.customers, seed=args.seed, as_of=args.as_of, progress=_progress)
     _progress(
         f"seeded {args.out}: "
+        + ", ".join(f"{n:,} {t}" for t, n in counts.items())
+        + f" in {time.perf_counter() - started:.1f}s"
+    )
+    return 0
+
+
+def _seed_engine(args: argparse.Namespace, started: float) -> int:
+    """``seed --warehouse URL``: load the sample into any SQLAlchemy database (replacing the sample tables)."""
+    from sqlalchemy.engine import make_url
+
+    from persona_pipeline.warehouse.engine import warehouse_engine
+    from persona_pipeline.warehouse.sample import generate_sample, load_into_engine
+
+    data = generate_sample(args.customers, seed=args.seed, as_of=args.as_of)
+    with warehouse_engine(args.warehouse) as engine:
+        counts = load_into_engine(engine, data, schema=args.schema)
+    _progress(
+        f"seeded {make_url(args.warehouse).render_as_string(hide_password=True)}: "
         + ", ".join(f"{n:,} {t}" for t, n in counts.items())
         + f" in {time.perf_counter() - started:.1f}s"
     )
@@ -72,6 +92,19 @@ def _gallery_location(store: object, key: str) -> str:
     return store.url_for(key)
 
 
+def cmd_check_mapping(args: argparse.Namespace) -> int:
+    """Check a source mapping against the live warehouse; exit 1 when anything is wrong."""
+    from persona_pipeline.config import Settings
+    from persona_pipeline.warehouse.check import check_mapping_file
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    mapping = args.mapping if args.mapping is not None else settings.warehouse.mapping
+    report = check_mapping_file(mapping, settings.warehouse.url, schema=settings.warehouse.source_schema)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
 def cmd_where(args: argparse.Namespace) -> int:
     """Print the gallery of a date (or the latest run) after checking it exists."""
     from persona_pipeline.config import Settings
@@ -103,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--customers", type=int, default=20_000)
     seed.add_argument("--seed", type=int, default=7)
     seed.add_argument("--as-of", type=_date, default=None, help="the sample's 'today' (default 2026-12-01)")
+    seed.add_argument("--warehouse", default=None, help="load into this SQLAlchemy URL instead of --out")
+    seed.add_argument("--schema", default=None, help="schema for the sample tables with --warehouse")
     seed.set_defaults(func=cmd_seed)
 
     for name, func, helptext in (
@@ -118,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             command.add_argument("--run-id", default=None)
         command.set_defaults(func=func)
+
+    check = sub.add_parser(
+        "check-mapping", help="check a source mapping against the warehouse and explain every problem"
+    )
+    check.add_argument(
+        "--mapping", type=Path, default=None, help="YAML source mapping (default: warehouse.mapping of the config)"
+    )
+    check.add_argument("--config", type=Path, default=None, help="YAML settings (default $PERSONA_CONFIG)")
+    check.add_argument("--warehouse", help="SQLAlchemy URL overriding warehouse.url")
+    check.set_defaults(func=cmd_check_mapping)
     return parser
 
 

@@ -9,6 +9,7 @@ Errors name the offending key and say how to fix it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,17 @@ class WarehouseSettings(_Section):
     mapping: str | None = None  # YAML source mapping; None = the sample warehouse's layout
     output_schema: str = "persona"
     chunk_rows: int = Field(default=100_000, ge=1_000)
+
+    @field_validator("source_schema", "output_schema")
+    @classmethod
+    def _plain_identifier(cls, value: str | None) -> str | None:
+        # Schema names end up in SQL: refuse anything but a plain identifier now, not after a run has spent money.
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}", value):
+            raise ValueError(
+                f"{value!r} is not a plain SQL identifier (letters, digits, _ and $, starting with a letter or _, "
+                "at most 63 characters)"
+            )
+        return value
 
 
 class StorageSettings(_Section):
@@ -80,6 +92,16 @@ class SegmentationSettings(_Section):
     method: SegmentationMethod = "rfm"
     min_segment_size: int = Field(default=50, ge=2)
     seed: int = 42
+    rules_file: str | None = None  # YAML segment rules, used by method "rules" (see docs/segmentation.md)
+
+    @model_validator(mode="after")
+    def _rules_file_for_rules(self) -> SegmentationSettings:
+        if self.method == "rules" and not self.rules_file:
+            raise ValueError(
+                "segmentation.rules_file is required when segmentation.method is 'rules' "
+                "(point it at a YAML file like persona_pipeline/examples/segments-rules.yaml)"
+            )
+        return self
 
 
 class PersonaSettings(_Section):
@@ -90,6 +112,13 @@ class PersonaSettings(_Section):
     lift_min_support: int = Field(default=20, ge=1)
     lift_min_share: float = Field(default=0.05, ge=0.0, le=1.0)
     max_prompt_chars: int = Field(default=1_000, ge=100, le=32_000)
+    # Narrative text: "template" (rules over traits) or "llm" (an OpenAI-compatible chat model that sees only
+    # the persona's aggregate traits; any failure falls back to the template). Key: OPENAI_API_KEY.
+    narrative: Literal["template", "llm"] = "template"
+    narrative_model: str = "gpt-4.1-mini"
+    narrative_base_url: str | None = None
+    narrative_max_chars: int = Field(default=1_200, ge=200, le=8_000)
+    narrative_timeout_s: float = Field(default=30.0, gt=0)
 
     @field_validator("styles")
     @classmethod

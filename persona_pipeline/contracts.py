@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 ImageStyle = Literal["portrait", "illustration", "lifestyle"]
 RecommendationKind = Literal["marketing", "product"]
+#: Who wrote a persona's narrative: the template, the LLM, or the template because the LLM call failed.
+NarrativeSource = Literal["template", "llm", "template_fallback"]
 
 #: Columns of the per-customer feature table produced by extract (one row per customer as of D).
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -228,6 +230,7 @@ class Persona:
     prompts: tuple[ImagePrompt, ...]
     drift: SegmentDrift | None = None
     content_hash: str = field(default="")
+    narrative_source: NarrativeSource = "template"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Persona:
@@ -252,6 +255,7 @@ class Persona:
             if drift is None
             else SegmentDrift(**{**drift, "moved_traits": tuple(drift.get("moved_traits", ()))}),
             content_hash=data.get("content_hash", ""),
+            narrative_source=data.get("narrative_source", "template"),
         )
 
 

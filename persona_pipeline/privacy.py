@@ -1,11 +1,12 @@
-"""Customer keys in published outputs: plain, salted-hash or omitted."""
+"""Customer keys in published outputs (plain, salted-hash or omitted), and personal data kept out of text values."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
@@ -13,6 +14,35 @@ from persona_pipeline.config import PrivacySettings
 from persona_pipeline.exceptions import ConfigError
 
 MIN_SALT_CHARS = 16
+
+#: Text shaped like contact data: an email address, a URL, or a phone number (7+ digits with separators).
+PERSONAL_DATA = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|(?:https?://|www\.)\S+"
+    r"|\+?\d(?:[\s().-]*\d){6,}",
+    re.IGNORECASE,
+)
+
+
+def looks_personal(value: object) -> bool:
+    """Whether a data value (a category, an occupation, ...) contains something shaped like contact data."""
+    return isinstance(value, str) and PERSONAL_DATA.search(value) is not None
+
+
+def drop_personal_values(values: Iterable[str]) -> tuple[str, ...]:
+    """``values`` without those that look like contact data (for category vocabularies)."""
+    return tuple(value for value in values if not looks_personal(value))
+
+
+def redact_personal(values: pd.Series) -> pd.Series:
+    """``values`` with every entry that looks like contact data replaced by a missing value.
+
+    Free-text attributes (occupation, region, ...) sometimes hold an email address or phone number typed into the
+    wrong field; such a value must never become a trait, a persona word or a prompt.
+    """
+    distinct = values.dropna().unique()
+    personal = [value for value in distinct if looks_personal(value)]
+    return values.mask(values.isin(personal)) if personal else values
 
 
 def hash_key(key: str, salt: bytes) -> str:

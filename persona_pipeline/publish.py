@@ -8,6 +8,7 @@ transaction as the deletes, so readers see the old partition or the new one, nev
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections.abc import Collection, Mapping, Sequence
@@ -40,7 +41,7 @@ def define_tables(metadata: sa.MetaData, schema: str | None) -> dict[str, sa.Tab
     def table(name: str, *columns: sa.Column[Any]) -> sa.Table:
         return sa.Table(name, metadata, dt._copy(), *columns, schema=schema)
 
-    money = sa.Float
+    money = sa.Double
     return {
         "persona_runs": table(
             "persona_runs",
@@ -72,18 +73,18 @@ def define_tables(metadata: sa.MetaData, schema: str | None) -> dict[str, sa.Tab
             sa.Column("method", sa.String(32)),
             sa.Column("label", sa.String(128)),
             sa.Column("size", sa.BigInteger),
-            sa.Column("share", sa.Float),
-            sa.Column("median_age", sa.Float),
+            sa.Column("share", sa.Double),
+            sa.Column("median_age", sa.Double),
             sa.Column("aov", money),
-            sa.Column("recency_days", sa.Float),
-            sa.Column("frequency", sa.Float),
+            sa.Column("recency_days", sa.Double),
+            sa.Column("frequency", sa.Double),
             sa.Column("monetary", money),
             sa.Column("clv", money),
-            sa.Column("engagement", sa.Float),
-            sa.Column("tenure_days", sa.Float),
-            sa.Column("return_rate", sa.Float),
+            sa.Column("engagement", sa.Double),
+            sa.Column("tenure_days", sa.Double),
+            sa.Column("return_rate", sa.Double),
             sa.Column("previous_size", sa.BigInteger),
-            sa.Column("size_change", sa.Float),
+            sa.Column("size_change", sa.Double),
             sa.Column("drift_status", sa.String(16)),
             sa.Column("moved_traits", sa.Text),
         ),
@@ -92,9 +93,9 @@ def define_tables(metadata: sa.MetaData, schema: str | None) -> dict[str, sa.Tab
             sa.Column("segment_id", sa.String(64), nullable=False),
             sa.Column("dimension", sa.String(64)),
             sa.Column("value", sa.String(256)),
-            sa.Column("segment_share", sa.Float),
-            sa.Column("population_share", sa.Float),
-            sa.Column("lift", sa.Float),
+            sa.Column("segment_share", sa.Double),
+            sa.Column("population_share", sa.Double),
+            sa.Column("lift", sa.Double),
             sa.Column("support", sa.BigInteger),
         ),
         "personas": table(
@@ -110,14 +111,15 @@ def define_tables(metadata: sa.MetaData, schema: str | None) -> dict[str, sa.Tab
             sa.Column("channels", sa.Text),
             sa.Column("recommendations", sa.Text),
             sa.Column("size", sa.BigInteger),
-            sa.Column("share", sa.Float),
-            sa.Column("median_age", sa.Float),
+            sa.Column("share", sa.Double),
+            sa.Column("median_age", sa.Double),
             sa.Column("aov", money),
-            sa.Column("frequency", sa.Float),
+            sa.Column("frequency", sa.Double),
             sa.Column("monetary", money),
-            sa.Column("recency_days", sa.Float),
+            sa.Column("recency_days", sa.Double),
             sa.Column("clv", money),
             sa.Column("content_hash", sa.String(32)),
+            sa.Column("narrative_source", sa.String(32)),
             sa.Column("image_url", sa.Text),
             sa.Column("persona_json_url", sa.Text),
         ),
@@ -168,6 +170,11 @@ def ensure_schema(engine: sa.Engine, schema: str | None) -> dict[str, sa.Table]:
     metadata = sa.MetaData()
     tables = define_tables(metadata, schema)
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Two dates published at once would race on CREATE SCHEMA/TABLE/VIEW ("duplicate key value violates
+            # unique constraint pg_namespace_nspname_index"): take turns, for this transaction only.
+            key = int.from_bytes(hashlib.sha256(f"persona_pipeline:{schema}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         if schema is not None:
             conn.execute(
                 sa.text(f"CREATE SCHEMA IF NOT EXISTS {engine.dialect.identifier_preparer.quote_schema(schema)}")

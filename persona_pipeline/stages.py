@@ -157,14 +157,16 @@ def validate(ctx: StageContext) -> dict[str, Any]:
 
 def segment(ctx: StageContext) -> dict[str, Any]:
     """Segment valid customers and enforce the minimum segment size."""
-    from persona_pipeline.segmentation import segment_customers
+    from persona_pipeline.segmentation import identity_changes, segment_customers
 
     valid = read_parquet(ctx.store, ctx.key("valid.parquet")).to_pandas()
     previous = previous_partition(ctx.store, ctx.run.logical_date, "segments.json")
-    previous_centroids = read_json(ctx.store, f"{previous}/segments.json").get("raw_centroids") if previous else None
+    previous_summary = read_json(ctx.store, f"{previous}/segments.json") if previous else {}
+    previous_centroids = previous_summary.get("raw_centroids") if previous else None
     result, raw_centroids = segment_customers(
         valid, ctx.settings.segmentation, previous_raw_centroids=previous_centroids
     )
+    changes = identity_changes(previous_summary.get("labels") if previous else None, result.labels)
     import pyarrow as pa
 
     write_parquet(
@@ -179,14 +181,21 @@ def segment(ctx: StageContext) -> dict[str, Any]:
         "suppressed_customers": result.suppressed_customers,
         "centroids": {k: list(v) for k, v in result.centroids.items()},
         "raw_centroids": raw_centroids,
+        # Stable identity: ids that appeared / disappeared since the previous run, and (k-means) how far each
+        # segment's centroid is from the one whose id it kept.
+        "previous_partition": previous,
+        "new_segments": list(changes.new),
+        "dissolved_segments": list(changes.dissolved),
+        "match_distances": result.match_distances,
     }
     write_json(ctx.store, ctx.key("segments.json"), summary)
     ctx.progress(
         f"segment: {len(result.labels)} segment(s) by {result.method}; {len(result.merged)} merged and "
         f"{result.suppressed_customers} customer(s) suppressed by the "
-        f"k={ctx.settings.segmentation.min_segment_size} rule"
+        f"k={ctx.settings.segmentation.min_segment_size} rule; {len(changes.new)} new, "
+        f"{len(changes.dissolved)} dissolved" + (f" ({', '.join(changes.dissolved)})" if changes.dissolved else "")
     )
-    return {k: summary[k] for k in ("method", "sizes", "suppressed_customers")}
+    return {k: summary[k] for k in ("method", "sizes", "suppressed_customers", "new_segments", "dissolved_segments")}
 
 
 def profile(ctx: StageContext) -> dict[str, Any]:
@@ -217,29 +226,45 @@ def profile(ctx: StageContext) -> dict[str, Any]:
     return {"segments": len(profiles)}
 
 
-def build_personas(ctx: StageContext) -> list[str]:
-    """Write one persona document per eligible segment and plan the images; returns the persona ids."""
+def build_personas(ctx: StageContext, *, api_key: str | None = None, base_url: str | None = None) -> list[str]:
+    """Write one persona document per eligible segment and plan the images; returns the persona ids.
+
+    ``api_key``/``base_url`` reach the image provider, which the plan needs (its price and parameters).
+    """
     from persona_pipeline.imaging.generate import plan_images
     from persona_pipeline.personas import build_personas as make_personas
 
     data = read_json(ctx.store, ctx.key("profiles.json"))
     profiles = [SegmentProfile.from_dict(p) for p in data["profiles"]]
     previous_names: dict[str, str] = {}
+    previous_personas: dict[str, Persona] = {}  # yesterday's cards anchor names and image choices
     if data.get("previous_partition"):
         for key in ctx.store.list_keys(f"{data['previous_partition']}/personas/"):
             doc = read_json(ctx.store, key)
             previous_names[doc["segment_id"]] = doc["name"]
+            previous_personas[doc["segment_id"]] = Persona.from_dict(doc)
+    narrator = None
+    if ctx.settings.personas.narrative == "llm":
+        from persona_pipeline.narrative import make_narrator
+
+        # The OpenAI credentials the images use (the Airflow connection), else OPENAI_API_KEY.
+        narrator = make_narrator(ctx.settings.personas, api_key=api_key)
     personas = make_personas(
         profiles,
         ctx.settings.personas,
         method=ctx.settings.segmentation.method,
         min_segment_size=ctx.settings.segmentation.min_segment_size,
         previous_names=previous_names,
+        previous=previous_personas,
+        narrator=narrator,
     )
+    if narrator is not None:
+        written = sum(p.narrative_source == "llm" for p in personas)
+        ctx.progress(f"personas: {written} of {len(personas)} narrative(s) by {narrator.model}, the rest by template")
     ctx.store.delete_prefix(ctx.key("personas") + "/")
     for persona in personas:
         write_json(ctx.store, ctx.key("personas", f"{persona.persona_id}.json"), to_jsonable(persona))
-    provider = _provider(ctx)
+    provider = _provider(ctx, api_key, base_url)
     plan = plan_images(personas, provider, ctx.store, ctx.settings.imaging)
     write_json(ctx.store, ctx.key("image_plan.json"), to_jsonable(plan))
     ctx.store.delete_prefix(ctx.key("image_records") + "/")
@@ -261,10 +286,22 @@ def generate_persona_images(
     ctx: StageContext, persona_id: str, *, api_key: str | None = None, base_url: str | None = None
 ) -> dict[str, Any]:
     """Produce the planned images of one persona (one mapped task per persona in the DAG)."""
+    return generate_images_for(ctx, [persona_id], api_key=api_key, base_url=base_url)[0]
+
+
+def generate_images_for(
+    ctx: StageContext, persona_ids: list[str], *, api_key: str | None = None, base_url: str | None = None
+) -> list[dict[str, Any]]:
+    """Produce the planned images of several personas with one bounded pool of concurrent requests.
+
+    The CLI draws every persona at once (so ``imaging.concurrency`` requests are in flight across personas); the
+    DAG calls it per persona from mapped tasks. Records are written per persona either way.
+    """
     from persona_pipeline.contracts import ImagePrompt
     from persona_pipeline.imaging.generate import ImageJob, generate_images
 
     plan = read_json(ctx.store, ctx.key("image_plan.json"))
+    wanted = set(persona_ids)
     jobs = [
         ImageJob(
             prompt=ImagePrompt.from_dict(job["prompt"]),
@@ -274,23 +311,33 @@ def generate_persona_images(
             estimated_cost_usd=job["estimated_cost_usd"],
         )
         for job in plan["jobs"]
-        if job["prompt"]["persona_id"] == persona_id
+        if job["prompt"]["persona_id"] in wanted
     ]
     provider = _provider(ctx, api_key, base_url)
     records = generate_images(
         jobs, provider, ctx.store, ctx.run, concurrency=ctx.settings.imaging.concurrency, progress=ctx.progress
     )
-    write_json(ctx.store, ctx.key("image_records", f"{persona_id}.json"), to_jsonable(records))
-    return {
-        "persona_id": persona_id,
-        "images": len(records),
-        "cached": sum(r.cached for r in records),
-        "cost_usd": round(sum(r.cost_usd for r in records), 6),
-    }
+    summaries = []
+    for persona_id in persona_ids:
+        mine = [r for r in records if r.persona_id == persona_id]
+        write_json(ctx.store, ctx.key("image_records", f"{persona_id}.json"), to_jsonable(mine))
+        summaries.append(
+            {
+                "persona_id": persona_id,
+                "images": len(mine),
+                "cached": sum(r.cached for r in mine),
+                "cost_usd": round(sum(r.cost_usd for r in mine), 6),
+            }
+        )
+    return summaries
 
 
-def publish(ctx: StageContext) -> dict[str, Any]:
-    """Write BI tables (one transaction), Parquet copies, the gallery, the run record and the latest pointer."""
+def publish(ctx: StageContext, *, write_tables: bool = True) -> dict[str, Any]:
+    """Write BI tables (one transaction), Parquet copies, the gallery, the run record and the latest pointer.
+
+    ``write_tables=False`` (the DAG's dry run) leaves the warehouse untouched; ``counts`` then says how many
+    rows each table would have received.
+    """
     from persona_pipeline.publish import replace_partition, table_to_parquet_bytes
     from persona_pipeline.report import GalleryRun, render_gallery
     from persona_pipeline.warehouse.engine import warehouse_engine
@@ -335,34 +382,56 @@ def publish(ctx: StageContext) -> dict[str, Any]:
         records,
         image_href=(lambda r: r.key.removeprefix(prefix)) if local else (lambda r: r.url),
     )
-    for name, html in pages.items():
-        ctx.store.put_bytes(ctx.key(name), html.encode("utf-8"), content_type="text/html; charset=utf-8")
     gallery_key = ctx.key("index.html")
     gallery_url = ctx.store.url_for(gallery_key)
 
     frames = _output_frames(ctx, personas, profiles, records, segments, extract_summary, accounting, gallery_url)
     frames = {name: frame for name, frame in frames.items()}
-    with warehouse_engine(settings.warehouse.url) as engine:
-        counts = replace_partition(
-            engine,
-            settings.warehouse.output_schema,
-            ctx.run.logical_date,
-            frames,
-            latest_only=("segment_membership",) if settings.privacy.membership_history == "latest" else (),
-        )
+    if not write_tables:
+        counts = {name: len(frame) for name, frame in frames.items()}
+    else:
+        with warehouse_engine(settings.warehouse.url) as engine:
+            counts = replace_partition(
+                engine,
+                settings.warehouse.output_schema,
+                ctx.run.logical_date,
+                frames,
+                latest_only=("segment_membership",) if settings.privacy.membership_history == "latest" else (),
+            )
+    # The gallery goes up only once the tables hold the date, so it never shows a run the tables do not.
+    for name, html in pages.items():
+        ctx.store.put_bytes(ctx.key(name), html.encode("utf-8"), content_type="text/html; charset=utf-8")
     for name, frame in frames.items():
         key = f"tables/{name}/{ctx.run.partition}/part-00000.parquet"
         ctx.store.put_bytes(key, table_to_parquet_bytes(frame.assign(dt=ctx.run.logical_date)))
+    if settings.privacy.membership_history == "latest" and write_tables:
+        _drop_older_membership_copies(ctx)
+    from persona_pipeline.bi_files import write_bi_files
+
+    bi_keys = write_bi_files(ctx.store, settings, ctx.run)
     run_record = frames["persona_runs"].iloc[0].to_dict()
     write_json(ctx.store, ctx.key("run.json"), to_jsonable(run_record))
-    write_json(
-        ctx.store,
-        "latest.json",
-        {"dt": ctx.run.logical_date.isoformat(), "run_id": ctx.run.run_id, "gallery_key": gallery_key},
-    )
+    # "Latest" means the newest date, as in the latest_* views: a backfill of older dates must not move it back.
+    current = read_json(ctx.store, "latest.json") if ctx.store.head("latest.json") is not None else None
+    if current is None or str(current.get("dt", "")) <= ctx.run.logical_date.isoformat():
+        write_json(
+            ctx.store,
+            "latest.json",
+            {"dt": ctx.run.logical_date.isoformat(), "run_id": ctx.run.run_id, "gallery_key": gallery_key},
+        )
     assert published_segments <= set(segments["sizes"])
     ctx.progress(f"publish: {counts}; gallery at {gallery_url}")
-    return {"counts": counts, "gallery_key": gallery_key, "gallery_url": gallery_url}
+    return {"counts": counts, "gallery_key": gallery_key, "gallery_url": gallery_url, "bi_files": bi_keys}
+
+
+def _drop_older_membership_copies(ctx: StageContext) -> None:
+    """Keep only the newest date's membership Parquet copy, as the membership table does."""
+    prefix = "tables/segment_membership/"
+    dates = sorted({key[len(prefix) :].split("/", 1)[0] for key in ctx.store.list_keys(prefix)})
+    newest = dates[-1] if dates else None
+    for partition in dates:
+        if newest is not None and partition < newest:
+            ctx.store.delete_prefix(f"{prefix}{partition}/")
 
 
 def _output_frames(
@@ -405,6 +474,7 @@ def _output_frames(
                     for k_ in ("median_age", "aov", "frequency", "monetary", "recency_days", "clv")
                 },
                 "content_hash": p.content_hash,
+                "narrative_source": p.narrative_source,
                 "image_url": first_image.get(p.persona_id),
                 "persona_json_url": ctx.store.url_for(ctx.key("personas", f"{p.persona_id}.json")),
             }
@@ -528,6 +598,5 @@ def run_all(ctx: StageContext) -> dict[str, Any]:
     validate(ctx)
     segment(ctx)
     profile(ctx)
-    for persona_id in build_personas(ctx):
-        generate_persona_images(ctx, persona_id)
+    generate_images_for(ctx, build_personas(ctx))
     return publish(ctx)

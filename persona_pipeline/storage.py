@@ -221,7 +221,13 @@ class S3ObjectStore:
                 "s3",
                 endpoint_url=endpoint_url,
                 region_name=region,
-                config=Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}),
+                # SigV4 explicitly: botocore may presign with legacy SigV2, which AWS rejects for newer buckets,
+                # newer regions and SSE-KMS objects, so image_url links would not open.
+                config=Config(
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    s3={"addressing_style": "path"},
+                    signature_version="s3v4",
+                ),
             )
         self.client = client
 
@@ -279,6 +285,8 @@ class S3ObjectStore:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise StorageError(f"cannot stat s3://{self.bucket}/{self._full(key)}: {exc}") from exc
+        except Exception as exc:  # connection refused, timeouts: botocore raises many types
+            raise StorageError(f"cannot stat s3://{self.bucket}/{self._full(key)}: {exc}") from exc
         return StoredObject(
             key,
             int(response.get("ContentLength", 0)),
@@ -319,9 +327,21 @@ class S3ObjectStore:
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list_keys(prefix)
+        where = "s3://" + "/".join(part for part in (self.bucket, self.prefix, prefix) if part)
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self._full(key)} for key in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            try:
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            except Exception as exc:
+                raise StorageError(f"cannot delete under {where}: {exc}") from exc
+            # DeleteObjects answers 200 even when keys fail; a stale object left behind would be read as current.
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"cannot delete {len(errors)} object(s) under {where}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
         return len(keys)
 
     def url_for(self, key: str) -> str:

@@ -35,6 +35,7 @@ entry, and ``"ok"`` is used when the queue is empty:
 
 Errors always have the official shape ``{"error": {"message", "type", "param", "code"}}``. Every request is
 recorded in :attr:`FakeOpenAIServer.requests`; :meth:`FakeOpenAIServer.calls` counts them per endpoint.
+:attr:`FakeOpenAIServer.max_in_flight` is the most requests the server was handling at the same moment.
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._script: deque[Behaviour] = deque()
         self._requests: list[RecordedRequest] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -305,10 +308,17 @@ class FakeOpenAIServer:
         with self._lock:
             return sum(1 for r in self._requests if endpoint is None or r.endpoint == endpoint)
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests being handled at the same moment (from arrival until the answer is ready)."""
+        with self._lock:
+            return self._max_in_flight
+
     def reset(self) -> None:
         """Forget recorded requests and pending behaviours."""
         with self._lock:
             self._requests.clear()
+            self._max_in_flight = self._in_flight
             self._script.clear()
 
     # -- used by the handler ----------------------------------------------------------------------------------
@@ -316,6 +326,12 @@ class FakeOpenAIServer:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _next_behaviour(self) -> Behaviour:
         with self._lock:
@@ -383,6 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
             method=method, path=path, query=query, headers=headers, body=body, endpoint=_endpoint_of(path)
         )
         self.fake._record(record)
+        finished = False
         try:
             if body_error:
                 raise _error(
@@ -392,9 +409,15 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             self._route(method, record)
         except _Reply as reply:
+            # Done before the answer goes out: a client may send its next request as soon as it has read it.
+            self.fake._done()
+            finished = True
             self._send(reply.status, reply.payload, reply.headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
+        finally:
+            if not finished:
+                self.fake._done()
 
     def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
         data = json.dumps(payload).encode("utf-8")

@@ -201,6 +201,12 @@ def generate_images(
             return _store_image(
                 store, run, job, provider.name, image, cached=True, cost=0.0, cache_key_used=job.cache_key
             )
+        if job.allowed and store.head(cache_object_key(job.cache_key, content_type)) is not None:
+            # Drawn since the plan was made (an earlier attempt of this task that failed later): never pay twice.
+            image = _from_cache(store, job.cache_key, content_type)
+            return _store_image(
+                store, run, job, provider.name, image, cached=True, cost=0.0, cache_key_used=job.cache_key
+            )
         if job.allowed:
             image = provider.generate(job.prompt)
             key = job.cache_key

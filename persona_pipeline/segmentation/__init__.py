@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 
 from persona_pipeline.config import SegmentationSettings
 from persona_pipeline.exceptions import ConfigError
-from persona_pipeline.segmentation.base import SegmentationResult, enforce_min_size
+from persona_pipeline.segmentation.base import (
+    IdentityChanges,
+    SegmentationResult,
+    enforce_min_size,
+    identity_changes,
+)
 
-__all__ = ["SegmentationResult", "enforce_min_size", "segment_customers"]
+__all__ = ["IdentityChanges", "SegmentationResult", "enforce_min_size", "identity_changes", "segment_customers"]
 
 
 def segment_customers(
@@ -23,6 +30,7 @@ def segment_customers(
     to today's).
     """
     raw_centroids: dict[str, dict[str, float]] = {}
+    match_distances: dict[str, float] = {}
     if features.empty:
         empty = pd.DataFrame({"customer_key": pd.Series(dtype="string"), "segment_id": pd.Series(dtype="string")})
         return SegmentationResult(settings.method, empty, {}, {}), {}
@@ -33,10 +41,18 @@ def segment_customers(
     elif settings.method == "kmeans":
         from persona_pipeline.segmentation.kmeans import segment_kmeans
 
-        assignments, labels, centroids, raw_centroids = segment_kmeans(
-            features, seed=settings.seed, previous_centroids=previous_raw_centroids
-        )
+        outcome = segment_kmeans(features, seed=settings.seed, previous_centroids=previous_raw_centroids)
+        assignments, labels, centroids = outcome.assignments, outcome.labels, outcome.centroids
+        raw_centroids, match_distances = outcome.raw_centroids, outcome.match_distances
+    elif settings.method == "rules":
+        from persona_pipeline.segmentation.rules import load_rules, segment_rules
+
+        if not settings.rules_file:
+            raise ConfigError("segmentation.rules_file is required when segmentation.method is 'rules'")
+        assignments, labels, centroids = segment_rules(features, load_rules(settings.rules_file))
     else:
-        raise ConfigError(f"segmentation.method {settings.method!r} is not available yet; use 'rfm' or 'kmeans'")
+        raise ConfigError(f"segmentation.method {settings.method!r} is unknown; use 'rfm', 'kmeans' or 'rules'")
     result = enforce_min_size(assignments, labels, centroids, settings.min_segment_size, method=settings.method)
+    if match_distances:
+        result = replace(result, match_distances={k: v for k, v in match_distances.items() if k in result.labels})
     return result, {k: v for k, v in raw_centroids.items() if k in result.labels}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,8 @@ class SegmentationResult:
     centroids: dict[str, tuple[float, ...]]
     merged: dict[str, str] = field(default_factory=dict)  # too-small segment -> segment it joined
     suppressed: dict[str, int] = field(default_factory=dict)  # too-small segment -> customers dropped
+    # k-means only: segment id -> distance to the previous run's centroid it was matched to (see kmeans.py)
+    match_distances: dict[str, float] = field(default_factory=dict)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -99,4 +102,23 @@ def enforce_min_size(
         centroids={k: tuple(float(x) for x in points[k]) for k in remaining if k in points},
         merged=merged,
         suppressed=suppressed,
+    )
+
+
+@dataclass(frozen=True)
+class IdentityChanges:
+    """Which segment ids appeared and which disappeared since the previous run."""
+
+    new: tuple[str, ...]  # ids present today and not in the previous run (all of them on a first run)
+    dissolved: tuple[str, ...]  # ids of the previous run that are gone today (merged, emptied or re-clustered)
+    continuing: tuple[str, ...]
+
+
+def identity_changes(previous: Iterable[str] | None, current: Iterable[str]) -> IdentityChanges:
+    """Compare the published segment ids of two runs (``previous`` None = there was no previous run)."""
+    before, now = set(previous or ()), set(current)
+    return IdentityChanges(
+        new=tuple(sorted(now - before)),
+        dissolved=tuple(sorted(before - now)),
+        continuing=tuple(sorted(now & before)),
     )

@@ -84,6 +84,22 @@ def choose_k(x: np.ndarray, k_range: range, seed: int, sample_size: int = 4_000)
     return best_k
 
 
+@dataclass(frozen=True)
+class KMeansOutcome:
+    """Clusters with their stable ids, and how each matched yesterday's segments."""
+
+    assignments: pd.DataFrame  # customer_key, segment_id
+    labels: dict[str, str]
+    centroids: dict[str, tuple[float, ...]]  # standardised space of this run
+    raw_centroids: dict[str, dict[str, float]]  # raw feature space, kept for tomorrow's matching
+    # segment id -> distance (standardised units) to the previous centroid it kept the id of, or, for a new
+    # segment, to the nearest previous centroid (beyond ``MATCH_MAX_DISTANCE``); empty without a previous run.
+    match_distances: dict[str, float]
+
+
+MATCH_MAX_DISTANCE = 2.5
+
+
 def segment_kmeans(
     features: pd.DataFrame,
     *,
@@ -92,10 +108,14 @@ def segment_kmeans(
     k_range: range = range(5, 11),
     minibatch_above: int = 5_000_000,
     previous_centroids: dict[str, dict[str, float]] | None = None,
-) -> tuple[pd.DataFrame, dict[str, str], dict[str, tuple[float, ...]], dict[str, dict[str, float]]]:
-    """Cluster customers; returns assignments, labels, centroids (standardised) and raw centroids by segment id."""
+) -> KMeansOutcome:
+    """Cluster customers and give each cluster a stable id (yesterday's id when it matches)."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
+    # Canonical row order: k-means++ seeding, the silhouette sample and float sums all depend on row order, so
+    # sorting by key makes the same customers yield the same clusters however the warehouse returned them.
+    order = np.argsort(features["customer_key"].astype("string").to_numpy(dtype=object), kind="stable")
+    features = features.iloc[order].reset_index(drop=True)
     raw = raw_matrix(features)
     space = fit_space(raw)
     x = ((raw.to_numpy(dtype="float64") - space.means) / space.scales).astype("float64")
@@ -117,10 +137,9 @@ def segment_kmeans(
         model = KMeans(n_clusters=n_clusters, init=init, random_state=seed, n_init=n_init)
     cluster = model.fit_predict(x)
     raw_by_cluster = raw.groupby(cluster).mean()
-    ids = match_ids(
-        {int(c): model.cluster_centers_[c] for c in range(n_clusters)},
-        previous_placed,
-        {int(c): raw_by_cluster.loc[c].to_dict() for c in raw_by_cluster.index},
+    current = {int(c): model.cluster_centers_[c] for c in range(n_clusters)}
+    ids, distances = match_ids(
+        current, previous_placed, {int(c): raw_by_cluster.loc[c].to_dict() for c in raw_by_cluster.index}
     )
     segment_ids = np.array([ids[int(c)] for c in cluster], dtype=object)
     assignments = pd.DataFrame({"customer_key": features["customer_key"].to_numpy(), "segment_id": segment_ids})
@@ -129,23 +148,31 @@ def segment_kmeans(
     raw_centroids = {
         ids[int(c)]: {k_: float(v) for k_, v in raw_by_cluster.loc[c].items()} for c in raw_by_cluster.index
     }
-    return assignments, labels, centroids, raw_centroids
+    return KMeansOutcome(
+        assignments=assignments,
+        labels=labels,
+        centroids=centroids,
+        raw_centroids=raw_centroids,
+        match_distances={ids[c]: round(d, 4) for c, d in distances.items()},
+    )
 
 
 def match_ids(
     current: dict[int, np.ndarray],
     previous: dict[str, np.ndarray],
     current_raw: dict[int, dict[str, float]],
-    max_distance: float = 2.5,
-) -> dict[int, str]:
+    max_distance: float = MATCH_MAX_DISTANCE,
+) -> tuple[dict[int, str], dict[int, float]]:
     """Give each cluster the id of the previous segment it matches (optimal assignment), else a new id.
 
     A match needs the centroids to be within ``max_distance`` (standardised units); further apart, the segment
-    is new and the old one is dissolved.
+    is new and the old one is dissolved. Returns the ids and, per cluster, the distance to the previous centroid
+    it matched (or to the nearest previous centroid when it is new); no distances without a previous run.
     """
     from scipy.optimize import linear_sum_assignment
 
     ids: dict[int, str] = {}
+    distances: dict[int, float] = {}
     if previous:
         clusters = sorted(current)
         prev_ids = sorted(previous)
@@ -154,10 +181,13 @@ def match_ids(
         for r, c in zip(rows, cols, strict=True):
             if cost[r, c] <= max_distance:
                 ids[clusters[r]] = prev_ids[c]
+                distances[clusters[r]] = float(cost[r, c])
+        for r, cluster in enumerate(clusters):
+            distances.setdefault(cluster, float(cost[r].min()))
     for cluster in sorted(current):
         if cluster not in ids:
             ids[cluster] = _new_id(current_raw[cluster], taken=set(ids.values()) | set(previous))
-    return ids
+    return ids, distances
 
 
 def _new_id(raw_centroid: dict[str, float], taken: set[str]) -> str:

@@ -57,22 +57,28 @@ def rfm_scores(features: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_scores(r: pd.Series, fm: pd.Series) -> pd.Series:
-    """Map R and FM scores to segment labels with :data:`SEGMENT_MAP`."""
-    labels = pd.Series(PROSPECTS, index=r.index, dtype="object")
-    assigned = r.isna()
-    codes = r.fillna(0).astype("int64").astype(str) + fm.fillna(0).astype("int64").astype(str)
-    for r_pattern, fm_pattern, label in SEGMENT_MAP:
-        hit = codes.str.fullmatch(r_pattern + fm_pattern) & ~assigned
-        labels[hit] = label
-        assigned |= hit
-    return labels
+    """Map R and FM scores to segment labels with :data:`SEGMENT_MAP`.
+
+    The 25 score pairs are resolved once into a 5×5 lookup table; customers are then labelled by indexing it.
+    """
+    lookup = np.empty((6, 6), dtype=object)
+    lookup[:, :] = PROSPECTS
+    for r_score in range(1, 6):
+        for fm_score in range(1, 6):
+            code = f"{r_score}{fm_score}"
+            lookup[r_score, fm_score] = next(
+                label for r_pat, fm_pat, label in SEGMENT_MAP if re.fullmatch(r_pat + fm_pat, code)
+            )
+    r_idx = r.fillna(0).to_numpy(dtype="int64")
+    fm_idx = fm.fillna(0).to_numpy(dtype="int64")
+    return pd.Series(lookup[r_idx, fm_idx], index=r.index, dtype="object")
 
 
 def segment_rfm(features: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], dict[str, tuple[float, ...]]]:
     """Assign every customer an RFM segment; returns (assignments, labels, centroids in (R, F, M) space)."""
     scores = rfm_scores(features)
     labels = label_scores(scores["r"], scores["fm"])
-    segment_ids = labels.map(segment_id_for)
+    segment_ids = labels.map({label: segment_id_for(label) for label in labels.unique()})
     assignments = pd.DataFrame(
         {"customer_key": features["customer_key"].to_numpy(), "segment_id": segment_ids.to_numpy()}
     )

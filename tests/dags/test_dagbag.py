@@ -10,7 +10,21 @@ import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
-HEAVY = ("pandas", "numpy", "sklearn", "great_expectations", "openai", "boto3", "duckdb", "pyarrow", "persona_pipeline")
+HEAVY = (
+    "pandas",
+    "numpy",
+    "sklearn",
+    "great_expectations",
+    "openai",
+    "boto3",
+    "botocore",
+    "duckdb",
+    "pyarrow",
+    "sqlalchemy",
+    "fastapi",
+    "persona_pipeline",
+    "persona_airflow",  # the glue is imported inside tasks and callbacks only
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +71,40 @@ def test_dag_file_imports_no_heavy_library(dag_file: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_nightly_production_settings(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    dag = dagbag.dags["persona_nightly"]
+    assert dag.max_consecutive_failed_dag_runs == 3
+    assert dag.dagrun_timeout is not None and dag.dagrun_timeout <= timedelta(hours=12)
+    assert dag.has_on_failure_callback
+    for task in dag.tasks:
+        assert task.retry_exponential_backoff, task.task_id
+        assert task.max_retry_delay is not None, task.task_id
+    assert dag.get_task("generate_images").execution_timeout == timedelta(minutes=30)
+
+
+def test_nightly_params_default_to_the_configuration(dagbag) -> None:  # type: ignore[no-untyped-def]
+    params = dagbag.dags["persona_nightly"].params
+    assert set(params.keys()) == {
+        "segmentation_method",
+        "image_provider",
+        "image_styles",
+        "variants_per_style",
+        "max_images",
+        "max_usd",
+        "dry_run",
+    }
+    # None = "as configured": a Param default must not silently override the settings file.
+    defaults = params.dump()
+    assert {k: v for k, v in defaults.items() if k != "dry_run"} == dict.fromkeys(defaults.keys() - {"dry_run"})
+    assert defaults["dry_run"] is False
+    params.validate()
+    good = {"segmentation_method": "kmeans", "image_styles": ["portrait"], "max_usd": 2.5, "dry_run": True}
+    for name, value in good.items():
+        params.get_param(name).resolve(value)
+    for name, bad in (("segmentation_method", "dbscan"), ("image_styles", ["oil-painting"]), ("max_usd", -1)):
+        with pytest.raises(Exception, match="Failed validating"):
+            params.get_param(name).resolve(bad)

@@ -1,6 +1,9 @@
-"""Segmentation: RFM scores and labels, order independence, the k rule, k-means reproducibility and stable ids."""
+"""Segmentation: RFM scores and labels, order independence, the k rule, k-means reproducibility and stable ids
+(row order, matching distances, new and dissolved segments)."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pandas as pd
@@ -9,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from persona_pipeline.config import SegmentationSettings
-from persona_pipeline.segmentation import segment_customers
-from persona_pipeline.segmentation.base import enforce_min_size
+from persona_pipeline.segmentation import identity_changes, segment_customers
+from persona_pipeline.segmentation.base import SegmentationResult, enforce_min_size
+from persona_pipeline.segmentation.kmeans import MATCH_MAX_DISTANCE
 from persona_pipeline.segmentation.rfm import label_scores, quintile_score, segment_id_for
 
 
@@ -137,3 +141,58 @@ def test_kmeans_is_reproducible_and_keeps_ids_under_small_drift() -> None:
     assert set(second.labels) == set(first.labels)
     merged = first.assignments.merge(second.assignments, on="customer_key")
     assert (merged["segment_id_x"] == merged["segment_id_y"]).mean() > 0.9
+
+
+@functools.cache
+def _kmeans_reference() -> tuple[pd.DataFrame, SegmentationResult]:
+    features = make_features(800, seed=2)
+    result, _ = segment_customers(features, SegmentationSettings(method="kmeans", min_segment_size=20, seed=5))
+    return features, result
+
+
+@settings(max_examples=3, deadline=None)
+@given(shuffle_seed=st.integers(min_value=0, max_value=10_000))
+def test_kmeans_ids_do_not_depend_on_row_order(shuffle_seed: int) -> None:
+    # Same seed, same customers in another order (as a warehouse may return them): same segment per customer.
+    features, first = _kmeans_reference()
+    shuffled, _ = segment_customers(
+        features.sample(frac=1.0, random_state=shuffle_seed),
+        SegmentationSettings(method="kmeans", min_segment_size=20, seed=5),
+    )
+    merged = first.assignments.merge(shuffled.assignments, on="customer_key", validate="one_to_one")
+    assert len(merged) == len(features)
+    assert (merged["segment_id_x"] == merged["segment_id_y"]).all()
+    assert first.labels == shuffled.labels
+
+
+def test_kmeans_records_matching_distances() -> None:
+    settings_ = SegmentationSettings(method="kmeans", min_segment_size=20, seed=5)
+    features = make_features(2_000, seed=4)
+    first, raw = segment_customers(features, settings_)
+    assert first.match_distances == {}  # nothing to match on a first run
+    tomorrow = features.assign(monetary=features["monetary"] * 1.01)
+    second, _ = segment_customers(tomorrow, settings_, previous_raw_centroids=raw)
+    assert set(second.match_distances) == set(second.labels)
+    assert all(0.0 <= d <= MATCH_MAX_DISTANCE for d in second.match_distances.values())
+    # A centroid far from every previous one gets a new id, and its distance says why.
+    far = {seg: {k: v + 50.0 for k, v in centroid.items()} for seg, centroid in raw.items()}
+    third, _ = segment_customers(tomorrow, settings_, previous_raw_centroids=far)
+    assert not set(third.labels) & set(far)
+    assert all(d > MATCH_MAX_DISTANCE for d in third.match_distances.values())
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "new", "dissolved"),
+    [
+        (None, ["a", "b"], ("a", "b"), ()),  # first run: everything is new
+        (["a", "b"], ["a", "b"], (), ()),
+        (["a", "b", "c"], ["b", "d"], ("d",), ("a", "c")),
+        (["a"], [], (), ("a",)),
+    ],
+)
+def test_identity_changes(
+    previous: list[str] | None, current: list[str], new: tuple[str, ...], dissolved: tuple[str, ...]
+) -> None:
+    changes = identity_changes(previous, current)
+    assert changes.new == new and changes.dissolved == dissolved
+    assert set(changes.continuing) == set(current) - set(new)
