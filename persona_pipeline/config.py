@@ -37,6 +37,7 @@ class WarehouseSettings(_Section):
     mapping: str | None = None  # YAML source mapping; None = the sample warehouse's layout
     output_schema: str = "persona"
     chunk_rows: int = Field(default=100_000, ge=1_000)
+    duckdb_memory_limit: str | None = "512MB"  # DuckDB only: cap its memory (it spills to disk beyond this)
 
     @field_validator("source_schema", "output_schema")
     @classmethod

@@ -97,7 +97,9 @@ def extract(ctx: StageContext) -> dict[str, Any]:
     mapping = load_mapping(ctx.settings.warehouse.mapping, schema=ctx.settings.warehouse.source_schema)
     ctx.store.delete_prefix(ctx.key("features") + "/")
     rows, parts = 0, []
-    with warehouse_engine(ctx.settings.warehouse.url) as engine:
+    with warehouse_engine(
+        ctx.settings.warehouse.url, duckdb_memory_limit=ctx.settings.warehouse.duckdb_memory_limit
+    ) as engine:
         vocabulary, chunks = iter_features(
             engine, mapping, ctx.run.logical_date, chunk_rows=ctx.settings.warehouse.chunk_rows
         )
@@ -268,6 +270,8 @@ def build_personas(ctx: StageContext, *, api_key: str | None = None, base_url: s
     plan = plan_images(personas, provider, ctx.store, ctx.settings.imaging)
     write_json(ctx.store, ctx.key("image_plan.json"), to_jsonable(plan))
     ctx.store.delete_prefix(ctx.key("image_records") + "/")
+    # Images of a persona that no longer exists on a rerun of this date would linger unreferenced.
+    ctx.store.delete_prefix(ctx.key("images") + "/")
     ctx.progress(
         f"personas: {len(personas)} persona(s); images planned: {len(plan.jobs)} "
         f"({sum(j.cached for j in plan.jobs)} cached, {plan.planned_calls} to generate for about "
@@ -390,7 +394,9 @@ def publish(ctx: StageContext, *, write_tables: bool = True) -> dict[str, Any]:
     if not write_tables:
         counts = {name: len(frame) for name, frame in frames.items()}
     else:
-        with warehouse_engine(settings.warehouse.url) as engine:
+        with warehouse_engine(
+            settings.warehouse.url, duckdb_memory_limit=settings.warehouse.duckdb_memory_limit
+        ) as engine:
             counts = replace_partition(
                 engine,
                 settings.warehouse.output_schema,

@@ -159,8 +159,10 @@ def validate_features(
     frame = consented.copy()
     for column, dtype in frame.dtypes.items():
         # Nullable extension floats/ints make GX check values one by one; plain float64 (NaN = missing) is vectorised.
-        if isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(dtype) and not (
-            pd.api.types.is_bool_dtype(dtype)
+        if (
+            isinstance(dtype, pd.api.extensions.ExtensionDtype)
+            and pd.api.types.is_numeric_dtype(dtype)
+            and not (pd.api.types.is_bool_dtype(dtype))
         ):
             frame[column] = frame[column].astype("float64")
     frame[ROW_ID] = np.arange(len(frame), dtype="int64")

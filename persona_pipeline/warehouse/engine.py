@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from persona_pipeline.exceptions import ConfigError
 
 
-def create_warehouse_engine(url: str) -> sa.Engine:
+def create_warehouse_engine(url: str, *, duckdb_memory_limit: str | None = None) -> sa.Engine:
     """Create an engine for ``url``; DuckDB files get their parent directory created.
 
     The password, if any, never appears in error messages (``URL.render_as_string`` hides it).
@@ -24,6 +24,9 @@ def create_warehouse_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "duckdb" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, object] = {}
+    if parsed.get_backend_name() == "duckdb" and duckdb_memory_limit:
+        # DuckDB's default is 80% of RAM; a cap makes it spill its aggregation to disk instead of growing.
+        kwargs["connect_args"] = {"config": {"memory_limit": duckdb_memory_limit}}
     if parsed.get_backend_name() == "postgresql":
         kwargs["pool_pre_ping"] = True
         # Naive timestamps are UTC everywhere in the pipeline; make the session agree.
@@ -38,9 +41,9 @@ def create_warehouse_engine(url: str) -> sa.Engine:
 
 
 @contextmanager
-def warehouse_engine(url: str) -> Iterator[sa.Engine]:
+def warehouse_engine(url: str, *, duckdb_memory_limit: str | None = None) -> Iterator[sa.Engine]:
     """An engine that is disposed on exit, so an embedded DuckDB file is unlocked for the next task."""
-    engine = create_warehouse_engine(url)
+    engine = create_warehouse_engine(url, duckdb_memory_limit=duckdb_memory_limit)
     try:
         yield engine
     finally:
