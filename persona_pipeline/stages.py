@@ -139,7 +139,9 @@ def validate(ctx: StageContext) -> dict[str, Any]:
     features = _read_parts(ctx, extract_summary["parts"])
     previous = previous_partition(ctx.store, ctx.run.logical_date, "validation.json")
     previous_rows = read_json(ctx.store, f"{previous}/validation.json")["accounting"]["extracted"] if previous else None
-    outcome = validate_features(features, ctx.settings.validation, previous_rows=previous_rows)
+    outcome = validate_features(
+        features, ctx.settings.validation, previous_rows=previous_rows, data_docs_run=ctx.run.run_id
+    )
     import pyarrow as pa
 
     write_parquet(ctx.store, ctx.key("valid.parquet"), pa.Table.from_pandas(outcome.valid, preserve_index=False))
@@ -147,6 +149,10 @@ def validate(ctx: StageContext) -> dict[str, Any]:
         ctx.store, ctx.key("quarantine.parquet"), pa.Table.from_pandas(outcome.quarantine, preserve_index=False)
     )
     write_json(ctx.store, ctx.key("validation", "gx_result.json"), outcome.gx_result)
+    ctx.store.delete_prefix(ctx.key("validation", "data_docs") + "/")  # a rerun replaces the whole site
+    for path, data in outcome.data_docs.items():
+        content_type = "text/html; charset=utf-8" if path.endswith(".html") else None
+        ctx.store.put_bytes(ctx.key("validation", "data_docs", path), data, content_type=content_type)
     summary = {"accounting": to_jsonable(outcome.accounting), "rule_failures": outcome.rule_failures}
     write_json(ctx.store, ctx.key("validation.json"), summary)
     a = outcome.accounting

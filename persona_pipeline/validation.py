@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from persona_pipeline.exceptions import DataQualityError
 log = logging.getLogger(__name__)
 
 SOURCE_NAME = "customer_features"
+SUITE_NAME = "customer_features"
 ROW_ID = "_row"
 QUARANTINE_COLUMNS = ("source", "customer_key", "rule", "column", "value")
 _CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
@@ -47,6 +50,7 @@ class ValidationOutcome:
     accounting: RowAccounting
     rule_failures: dict[str, int]  # rule label -> rows rejected
     gx_result: dict[str, Any]  # the GX validation result (JSON-ready), for Data Docs and audits
+    data_docs: dict[str, bytes] = field(default_factory=dict)  # Data Docs site: relative path -> file content
 
 
 def _rule_label(config: Any) -> str:
@@ -106,7 +110,8 @@ def build_suite(settings: ValidationSettings, columns: list[str]) -> list[Any]:
     return expectations
 
 
-def _run_gx(frame: pd.DataFrame, expectations: list[Any]) -> Any:
+def _run_gx(frame: pd.DataFrame, expectations: list[Any]) -> tuple[Any, Any]:
+    """Validate ``frame`` once; return the (ephemeral) GX context and the validation result."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -116,9 +121,9 @@ def _run_gx(frame: pd.DataFrame, expectations: list[Any]) -> Any:
     source = context.data_sources.add_pandas("persona_pipeline")
     asset = source.add_dataframe_asset(SOURCE_NAME)
     batch_definition = asset.add_batch_definition_whole_dataframe("run")
-    suite = context.suites.add(gx.ExpectationSuite(name="customer_features", expectations=expectations))
+    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations))
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    return batch.validate(
+    result = batch.validate(
         suite,
         result_format={
             "result_format": "COMPLETE",
@@ -127,6 +132,46 @@ def _run_gx(frame: pd.DataFrame, expectations: list[Any]) -> Any:
             "return_unexpected_index_query": False,
         },
     )
+    return context, result
+
+
+# Tutorial animations GX copies into every site; no page of a validation site refers to them.
+_UNUSED_DOCS_ASSETS = frozenset({"glossary_scroller.gif", "validation_failed_unexpected_values.gif"})
+
+
+def render_data_docs(context: Any, result: Any, run_name: str) -> dict[str, bytes]:
+    """Render ``result`` (already computed: nothing is validated again) as a GX Data Docs site.
+
+    Returns every file of the site by its relative path (``index.html``, the validation page, static assets).
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="persona-data-docs-") as tmp:
+        context.add_data_docs_site(
+            site_name="run",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": tmp},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=SUITE_NAME),
+            run_id=RunIdentifier(run_name=run_name),
+            batch_identifier=SOURCE_NAME,
+        )
+        context.validation_results_store.set(key, result)
+        context.build_data_docs(site_names=["run"])
+        root = Path(tmp)
+        return {
+            path.relative_to(root).as_posix(): path.read_bytes()
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and path.name not in _UNUSED_DOCS_ASSETS
+        }
 
 
 def validate_features(
@@ -134,12 +179,14 @@ def validate_features(
     settings: ValidationSettings,
     *,
     previous_rows: int | None = None,
+    data_docs_run: str | None = None,
 ) -> ValidationOutcome:
     """Exclude non-consenting customers, validate the rest with GX, quarantine failing rows.
 
     Raises :class:`DataQualityError` on a dataset-level failure (empty or stale source, missing column, a rule
     failing on more than ``max_invalid_share`` of rows, or a volume drop beyond ``max_volume_drop`` against
-    ``previous_rows``).
+    ``previous_rows``). With ``data_docs_run`` the same GX result is also rendered as a Data Docs site
+    (:attr:`ValidationOutcome.data_docs`) under that run name.
     """
     extracted = len(features)
     if previous_rows and extracted < previous_rows * (1.0 - settings.max_volume_drop):
@@ -166,7 +213,7 @@ def validate_features(
         ):
             frame[column] = frame[column].astype("float64")
     frame[ROW_ID] = np.arange(len(frame), dtype="int64")
-    result = _run_gx(frame, build_suite(settings, list(frame.columns)))
+    context, result = _run_gx(frame, build_suite(settings, list(frame.columns)))
 
     failures: list[str] = []
     rule_failures: dict[str, int] = {}
@@ -202,6 +249,13 @@ def validate_features(
                 + (f" on {count} of {len(frame)} rows" if count is not None else "")
                 + (f" (observed {observed!r})" if observed is not None else "")
             )
+    too_few = [f for f in failures if "expect_table_row_count_to_be_between" in f]
+    if too_few:
+        # Every other rule fails on an empty table too; those failures are consequences and only bury the cause.
+        failures = [
+            f"{too_few[0]}: {len(frame)} row(s) to validate, at least {settings.min_rows} required "
+            f"(rule min_rows; {extracted} extracted, {excluded} excluded without profiling consent)"
+        ]
     if failures:
         raise DataQualityError(
             f"validation of {SOURCE_NAME} failed {len(failures)} rule(s):\n  " + "\n  ".join(failures), failures
@@ -229,6 +283,7 @@ def validate_features(
         accounting=accounting,
         rule_failures=rule_failures,
         gx_result=result.to_json_dict(),
+        data_docs=render_data_docs(context, result, data_docs_run) if data_docs_run else {},
     )
 
 

@@ -716,6 +716,7 @@ def _duckdb_arrow_chunks(
     params = [values[name] for name in (compiled.positiontup or ())]
     with engine.connect() as conn:
         driver: Any = conn.connection.driver_connection
+        reader = None
         try:
             reader = driver.sql(str(compiled), params=params).to_arrow_reader(chunk_rows)
             for index, batch in enumerate(reader):
@@ -727,6 +728,11 @@ def _duckdb_arrow_chunks(
                 f"the feature query over {tables} failed: {first_line}. "
                 "Check that the mapped tables and columns exist (persona-pipeline check-mapping explains each one)."
             ) from exc
+        finally:
+            # An abandoned stream (a write failed downstream) must release DuckDB's open result before the
+            # connection goes back to the pool, or the pool's rollback fails on it.
+            if reader is not None:
+                reader.close()
 
 
 def _explain_source_error(exc: sa.exc.DBAPIError | sa.exc.CompileError, mapping: SourceMapping) -> str:
