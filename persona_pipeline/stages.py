@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -89,7 +89,7 @@ def previous_partition(store: ObjectStore, logical_date: date, marker: str = "pr
 def extract(ctx: StageContext) -> dict[str, Any]:
     """Compute per-customer features in the warehouse and write them as Parquet parts."""
     from persona_pipeline.warehouse.engine import warehouse_engine
-    from persona_pipeline.warehouse.features import frame_to_arrow, iter_features
+    from persona_pipeline.warehouse.features import count_null_keys, frame_to_arrow, iter_features
     from persona_pipeline.warehouse.mapping import load_mapping
 
     started = datetime.now(UTC).replace(tzinfo=None)
@@ -109,8 +109,13 @@ def extract(ctx: StageContext) -> dict[str, Any]:
             rows += len(chunk.frame)
             parts.append(key)
             ctx.progress(f"extract: {rows:,} customers so far ({len(parts)} chunk(s))")
+    with warehouse_engine(
+        ctx.settings.warehouse.url, duckdb_memory_limit=ctx.settings.warehouse.duckdb_memory_limit
+    ) as engine:
+        null_keys = count_null_keys(engine, mapping)
     summary = {
         "rows": rows,
+        "null_keys": null_keys,
         "parts": parts,
         "vocabulary": to_jsonable(vocabulary),
         "missing_fields": mapping.missing_fields(),
@@ -142,6 +147,32 @@ def validate(ctx: StageContext) -> dict[str, Any]:
     outcome = validate_features(
         features, ctx.settings.validation, previous_rows=previous_rows, data_docs_run=ctx.run.run_id
     )
+    null_keys = int(extract_summary.get("null_keys", 0))
+    if null_keys:
+        # Keyless customer rows never reach the feature table; they are extracted and quarantined all the same,
+        # so the accounting still covers every source row.
+        keyless = pd.DataFrame(
+            {
+                "source": "customers",
+                "customer_key": pd.Series([None] * null_keys, dtype="string"),
+                "rule": "expect_column_values_to_not_be_null(customer_key)",
+                "column": "customer_key",
+                "value": pd.Series([None] * null_keys, dtype="string"),
+            }
+        )
+        a = outcome.accounting
+        outcome = replace(
+            outcome,
+            quarantine=pd.concat([outcome.quarantine, keyless], ignore_index=True),
+            accounting=RowAccounting(a.extracted + null_keys, a.valid, a.quarantined + null_keys, a.excluded),
+            rule_failures={
+                **outcome.rule_failures,
+                "expect_column_values_to_not_be_null(customer_key)": outcome.rule_failures.get(
+                    "expect_column_values_to_not_be_null(customer_key)", 0
+                )
+                + null_keys,
+            },
+        )
     import pyarrow as pa
 
     write_parquet(ctx.store, ctx.key("valid.parquet"), pa.Table.from_pandas(outcome.valid, preserve_index=False))
@@ -156,6 +187,8 @@ def validate(ctx: StageContext) -> dict[str, Any]:
     summary = {"accounting": to_jsonable(outcome.accounting), "rule_failures": outcome.rule_failures}
     write_json(ctx.store, ctx.key("validation.json"), summary)
     a = outcome.accounting
+    if null_keys:
+        ctx.progress(f"validate: {null_keys:,} customer row(s) without a key were quarantined at the source")
     ctx.progress(
         f"validate: {a.extracted:,} extracted = {a.valid:,} valid + {a.quarantined:,} quarantined "
         f"+ {a.excluded:,} excluded (no consent)"

@@ -697,6 +697,24 @@ def iter_features(
     return vocab, generate()
 
 
+def count_null_keys(engine: sa.Engine, mapping: SourceMapping) -> int:
+    """Customer rows without a key: the feature query cannot carry them, so they are counted and quarantined.
+
+    In the Segment layout, identify rows without a user id are anonymous visitors, not customers: not counted.
+    """
+    if mapping.shape == "segment":
+        return 0
+    source = _Source(mapping.customers)
+    key = source.raw("customer_id")
+    assert key is not None
+    query = sa.select(sa.func.count()).select_from(source.table).where(key.is_(None), *source.row_filter())
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+    except (sa.exc.DBAPIError, sa.exc.CompileError) as exc:
+        raise SourceError(_explain_source_error(exc, mapping)) from exc
+
+
 def _duckdb_arrow_chunks(
     engine: sa.Engine,
     query: sa.Select[Any],

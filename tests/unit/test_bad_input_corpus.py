@@ -178,6 +178,10 @@ class Run:
     def valid(self) -> pd.DataFrame:
         return read_parquet(self.ctx.store, self.ctx.key("valid.parquet")).to_pandas()
 
+    @property
+    def null_keys(self) -> int:
+        return int(read_json(self.ctx.store, self.ctx.key("extract.json"))["null_keys"])
+
     def features(self) -> pd.DataFrame:
         parts = read_json(self.ctx.store, self.ctx.key("extract.json"))["parts"]
         return pd.concat([read_parquet(self.ctx.store, k).to_pandas() for k in parts], ignore_index=True)
@@ -224,9 +228,18 @@ def _quarantined(rule: str, key: str, value: str) -> Callable[[Run], None]:
 
 
 def _check_null_key(run: Run) -> None:
-    # The feature query keeps only keyed customers: a customer without a key cannot be a feature row at all.
-    assert run.accounting["extracted"] == GOOD_CUSTOMERS
-    assert run.features()["customer_key"].notna().all() and run.quarantine().empty
+    # A customer without a key cannot be a feature row, but it is counted and quarantined with its rule.
+    assert run.null_keys == 1
+    assert run.features()["customer_key"].notna().all()
+    assert run.accounting == {
+        "extracted": GOOD_CUSTOMERS + 1,
+        "valid": GOOD_CUSTOMERS - 1,
+        "quarantined": 1,
+        "excluded": 1,
+    }
+    quarantine = run.quarantine()
+    assert list(quarantine["rule"]) == ["expect_column_values_to_not_be_null(customer_key)"]
+    assert quarantine["customer_key"].isna().all()
 
 
 def _check_duplicates(run: Run) -> None:
@@ -349,7 +362,7 @@ def test_bad_rows_are_quarantined_or_left_out_and_every_row_is_accounted(tmp_pat
     check(run)
     a = run.accounting
     assert a["extracted"] == a["valid"] + a["quarantined"] + a["excluded"]
-    assert a["extracted"] == len(run.features())
+    assert a["extracted"] == len(run.features()) + run.null_keys
     assert len(run.valid()) == a["valid"]
     assert len(run.quarantine()) >= a["quarantined"]  # one quarantine line per (row, failed rule)
 
