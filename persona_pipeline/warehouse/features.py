@@ -740,12 +740,7 @@ def _duckdb_arrow_chunks(
             for index, batch in enumerate(reader):
                 yield FeatureChunk(index, finish(batch.to_pandas()))
         except duckdb.Error as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            tables = ", ".join(m.qualified_name for m in mapping.tables())
-            raise SourceError(
-                f"the feature query over {tables} failed: {first_line}. "
-                "Check that the mapped tables and columns exist (persona-pipeline check-mapping explains each one)."
-            ) from exc
+            raise SourceError(_explain_source_error(exc, mapping)) from exc
         finally:
             # An abandoned stream (a write failed downstream) must release DuckDB's open result before the
             # connection goes back to the pool, or the pool's rollback fails on it.
@@ -753,10 +748,10 @@ def _duckdb_arrow_chunks(
                 reader.close()
 
 
-def _explain_source_error(exc: sa.exc.DBAPIError | sa.exc.CompileError, mapping: SourceMapping) -> str:
+def _explain_source_error(exc: Exception, mapping: SourceMapping) -> str:
     tables = ", ".join(m.qualified_name for m in mapping.tables())
     orig = getattr(exc, "orig", None)
-    first_line = str(orig if orig is not None else exc).strip().splitlines()[0]
+    first_line = (str(orig if orig is not None else exc).strip().splitlines() or [type(exc).__name__])[0]
     return (
         f"the feature query over {tables} failed: {first_line}. "
         "Check that the mapped tables and columns exist (persona-pipeline check-mapping explains each one)."
