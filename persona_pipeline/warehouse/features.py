@@ -221,6 +221,20 @@ def date_formats(mapping: SourceMapping) -> dict[str, str | None]:
 # -- vocabulary -------------------------------------------------------------------------------------------------
 
 
+def _most_frequent(conn: sa.Connection, inner: sa.Subquery, limit: int) -> tuple[str, ...]:
+    """The ``limit`` most frequent non-null values of ``inner.value``, most frequent first."""
+    query = (
+        sa.select(inner.c.value, sa.func.count().label("n"))
+        .where(inner.c.value.is_not(None))
+        .group_by(inner.c.value)
+        .order_by(sa.desc("n"), inner.c.value)
+        .limit(limit)
+    )
+    rows = conn.execute(query).fetchall()
+    # Ties are ordered here, not by the warehouse's collation, so every warehouse agrees.
+    return tuple(str(v) for v, _ in sorted(rows, key=lambda row: (-int(row[1]), str(row[0]))))
+
+
 def discover_vocabulary(conn: sa.Connection, mapping: SourceMapping, as_of: date) -> Vocabulary:
     """Find the category, channel and device values present before D (bounded by ``max_categories``)."""
     if mapping.shape == "customer360":
@@ -236,16 +250,7 @@ def discover_vocabulary(conn: sa.Connection, mapping: SourceMapping, as_of: date
         # Group over a subquery: a value map renders with bound parameters, which PostgreSQL would not
         # recognise as the same expression in SELECT and GROUP BY.
         inner = sa.select(value.label("value")).where(ts < cutoff, *source.row_filter()).subquery("vocab")
-        query = (
-            sa.select(inner.c.value, sa.func.count().label("n"))
-            .where(inner.c.value.is_not(None))
-            .group_by(inner.c.value)
-            .order_by(sa.desc("n"), inner.c.value)
-            .limit(mapping.max_categories)
-        )
-        rows = conn.execute(query).fetchall()
-        # Ties are ordered here, not by the warehouse's collation, so every warehouse agrees.
-        return tuple(str(v) for v, _ in sorted(rows, key=lambda row: (-int(row[1]), str(row[0]))))
+        return _most_frequent(conn, inner, mapping.max_categories)
 
     return Vocabulary(
         categories=top_values(mapping.orders, "category", "ordered_at"),
@@ -273,15 +278,7 @@ def _wide_vocabulary(conn: sa.Connection, mapping: SourceMapping) -> Vocabulary:
         if value is None:
             return ()
         inner = sa.select(value.label("value")).subquery("vocab")
-        query = (
-            sa.select(inner.c.value, sa.func.count().label("n"))
-            .where(inner.c.value.is_not(None))
-            .group_by(inner.c.value)
-            .order_by(sa.desc("n"), inner.c.value)
-            .limit(mapping.max_categories)
-        )
-        rows = conn.execute(query).fetchall()
-        return tuple(str(v) for v, _ in sorted(rows, key=lambda row: (-int(row[1]), str(row[0]))))
+        return _most_frequent(conn, inner, mapping.max_categories)
 
     return Vocabulary(
         categories=ranked(mapping.spend_by_category, 0),
