@@ -148,3 +148,16 @@ def run_child(task: str, params: dict[str, Any], *, scratch: Path, label: str, t
 def rounded(value: float | None, digits: int = 3) -> float | None:
     """``round`` that lets ``None`` through (missing measurements stay missing in the JSON)."""
     return None if value is None else round(float(value), digits)
+
+
+#: Categorical traits both reference implementations profile per segment (as the pipeline does).
+CATEGORICAL = (
+    "gender",
+    "region",
+    "income_band",
+    "occupation",
+    "preferred_channel",
+    "preferred_device",
+    "top_category",
+    "top_interest",
+)

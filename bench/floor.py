@@ -21,18 +21,7 @@ import time
 from datetime import date
 from typing import Any
 
-from bench.common import rounded
-
-CATEGORICAL = (
-    "gender",
-    "region",
-    "income_band",
-    "occupation",
-    "preferred_channel",
-    "preferred_device",
-    "top_category",
-    "top_interest",
-)
+from bench.common import CATEGORICAL, rounded
 
 
 def _slug(value: str) -> str:

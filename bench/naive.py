@@ -16,18 +16,7 @@ import time
 from datetime import date
 from typing import Any
 
-from bench.common import MB, RssSampler, rounded
-
-CATEGORICAL = (
-    "gender",
-    "region",
-    "income_band",
-    "occupation",
-    "preferred_channel",
-    "preferred_device",
-    "top_category",
-    "top_interest",
-)
+from bench.common import CATEGORICAL, MB, RssSampler, rounded
 
 
 def _top(counts: Any) -> Any:

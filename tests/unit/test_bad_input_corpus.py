@@ -20,6 +20,7 @@ import pytest
 from persona_pipeline import stages
 from persona_pipeline.exceptions import DataQualityError, SourceError
 from persona_pipeline.storage import read_json, read_parquet
+from persona_pipeline.warehouse.mapping import CUSTOMER_FIELDS, EVENT_FIELDS, ORDER_FIELDS
 
 D = date(2026, 12, 1)
 
@@ -412,26 +413,11 @@ def test_a_mapping_fixes_a_renamed_column(tmp_path: Path) -> None:
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(
         "customers:\n  table: customers\n  columns:\n"
-        + "".join(
-            f"    {name}: {'sex' if name == 'gender' else name}\n"
-            for name in (
-                "customer_id",
-                "birth_date",
-                "gender",
-                "country",
-                "region",
-                "income_band",
-                "occupation",
-                "household_size",
-                "signup_date",
-                "marketing_consent",
-                "profiling_consent",
-            )
-        )
+        + "".join(f"    {name}: {'sex' if name == 'gender' else name}\n" for name in CUSTOMER_FIELDS)
         + "orders:\n  table: orders\n  columns:\n"
-        + "".join(f"    {n}: {n}\n" for n in ("customer_id", "ordered_at", "amount", "channel", "category", "status"))
+        + "".join(f"    {n}: {n}\n" for n in ORDER_FIELDS)
         + "events:\n  table: events\n  columns:\n"
-        + "".join(f"    {n}: {n}\n" for n in ("customer_id", "occurred_at", "event_type", "category", "device"))
+        + "".join(f"    {n}: {n}\n" for n in EVENT_FIELDS)
         + "statuses:\n  completed: [completed]\n  returned: [returned]\n"
     )
     overrides = Overrides(sql_after=("ALTER TABLE customers RENAME COLUMN gender TO sex",))
