@@ -85,6 +85,9 @@ class ValidationSettings(_Section):
     freshness_days: int | None = Field(default=30, ge=1)  # newest order must be at most this old at D
     allowed_genders: tuple[str, ...] | None = ("female", "male", "non_binary", "unknown")
     allowed_income_bands: tuple[str, ...] | None = ("<25k", "25-50k", "50-75k", "75-100k", "100-150k", "150k+")
+    # Extract parts are validated in batches of about this many rows: memory is bounded by a batch, and each GX
+    # run has a fixed cost (~0.15 s), so batches much smaller than this spend their time on overhead.
+    batch_rows: int = Field(default=250_000, ge=1_000)
 
 
 class SegmentationSettings(_Section):

@@ -18,7 +18,7 @@ import mimetypes
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -392,11 +392,18 @@ def write_parquet(store: ObjectStore, key: str, table: pa.Table, *, metadata: Ma
     return len(data)
 
 
-def read_parquet(store: ObjectStore, key: str) -> pa.Table:
-    """Read one Parquet object into an Arrow table."""
+def read_parquet(store: ObjectStore, key: str, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read one Parquet object into an Arrow table.
+
+    With ``columns``, only those of them the object has are decoded (in the object's column order).
+    """
     import pyarrow.parquet as pq
 
-    return pq.read_table(io.BytesIO(store.get_bytes(key)))
+    source = pq.ParquetFile(io.BytesIO(store.get_bytes(key)))
+    if columns is None:
+        return source.read()
+    wanted = set(columns)
+    return source.read(columns=[name for name in source.schema_arrow.names if name in wanted])
 
 
 def write_json(store: ObjectStore, key: str, payload: Any, *, metadata: Mapping[str, str] | None = None) -> None:

@@ -1,10 +1,18 @@
 """Great Expectations validation of the customer features, quarantine and row accounting.
 
-One suite is built in code from :class:`ValidationSettings`. Row-level expectations carry ``mostly`` =
-1 - ``max_invalid_share``, so GX itself decides whether a rule's failure rate is tolerable; the rows each rule
-rejects come back from GX (``unexpected_index_list``) and go to the quarantine with the rule and the offending
-value. Dataset-level expectations (columns present, row count, freshness) and any rule over its threshold stop
-the run with a :class:`DataQualityError` naming table, column, rule and count.
+The feature table arrives in parts, and it is validated part by part so memory stays bounded by a part, not by
+the customers. Two GX suites are built in code from :class:`ValidationSettings`:
+
+- the **dataset suite** runs once over the columns that can only be judged across all rows (the key and the
+  recency of every consenting customer): row count, key uniqueness and freshness;
+- the **row suite** runs on each batch of consenting rows, over just the columns it checks: columns present,
+  key not null, ranges, allowed values and control characters.
+
+Row-level expectations carry ``mostly`` = 1 - ``max_invalid_share``. GX reports, per batch, the rows each rule
+rejects (``unexpected_index_list``); they go to the quarantine with the rule and the offending value, and the
+counts are summed over batches so a rule's tolerance is judged on the whole table, exactly as one GX run over
+every row would judge it. Dataset-level failures (empty or stale source, missing column, duplicates or any rule
+over its threshold) stop the run with a :class:`DataQualityError` naming table, column, rule and count.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_NAME = "customer_features"
 SUITE_NAME = "customer_features"
+DATASET_SUITE_NAME = "customer_features.dataset"
 ROW_ID = "_row"
 QUARANTINE_COLUMNS = ("source", "customer_key", "rule", "column", "value")
 _CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
@@ -39,6 +49,10 @@ REQUIRED_COLUMNS = (
     "recency_days",
     "profiling_consent",
 )
+#: the columns the dataset suite reads, for every extracted row (plus ``profiling_consent`` to select them)
+DATASET_COLUMNS = ("customer_key", "recency_days")
+_OPTIONAL_CHECKED = ("birth_date_invalid", "tenure_days", "household_size")
+_UNIQUE_RULE = "expect_column_values_to_be_unique(customer_key)"
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class ValidationOutcome:
     quarantine: pd.DataFrame  # QUARANTINE_COLUMNS, one row per (row, failed rule)
     accounting: RowAccounting
     rule_failures: dict[str, int]  # rule label -> rows rejected
-    gx_result: dict[str, Any]  # the GX validation result (JSON-ready), for Data Docs and audits
+    gx_result: dict[str, Any]  # the GX validation results (JSON-ready), for Data Docs and audits
     data_docs: dict[str, bytes] = field(default_factory=dict)  # Data Docs site: relative path -> file content
 
 
@@ -58,16 +72,31 @@ def _rule_label(config: Any) -> str:
     return f"{config.type}({column})" if column else str(config.type)
 
 
+def build_dataset_suite(settings: ValidationSettings, columns: list[str]) -> list[Any]:
+    """The expectations judged over every consenting row at once (see :data:`DATASET_COLUMNS`).
+
+    A missing column is left to the row suite's ``ExpectColumnToExist``, which names it.
+    """
+    import great_expectations.expectations as gxe
+
+    mostly = max(0.0, 1.0 - settings.max_invalid_share)
+    expectations: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=settings.min_rows)]
+    if "customer_key" in columns:
+        expectations.append(gxe.ExpectColumnValuesToBeUnique(column="customer_key", mostly=mostly))
+    if settings.freshness_days is not None and "recency_days" in columns:
+        # The newest purchase in the whole dataset must be recent: a stale source fails the run.
+        expectations.append(gxe.ExpectColumnMinToBeBetween(column="recency_days", max_value=settings.freshness_days))
+    return expectations
+
+
 def build_suite(settings: ValidationSettings, columns: list[str]) -> list[Any]:
-    """The expectations applied to the consented feature rows."""
+    """The row-level expectations applied to each batch of consenting feature rows."""
     import great_expectations.expectations as gxe
 
     mostly = max(0.0, 1.0 - settings.max_invalid_share)
     expectations: list[Any] = [
-        gxe.ExpectTableRowCountToBeBetween(min_value=settings.min_rows),
         *(gxe.ExpectColumnToExist(column=c) for c in REQUIRED_COLUMNS),
         gxe.ExpectColumnValuesToNotBeNull(column="customer_key", mostly=mostly),
-        gxe.ExpectColumnValuesToBeUnique(column="customer_key", mostly=mostly),
         gxe.ExpectColumnValuesToBeBetween(
             column="age", min_value=settings.min_age, max_value=settings.max_age, mostly=mostly
         ),
@@ -104,45 +133,63 @@ def build_suite(settings: ValidationSettings, columns: list[str]) -> list[Any]:
             expectations.append(
                 gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=_CONTROL_CHARS, mostly=mostly)
             )
-    if settings.freshness_days is not None:
-        # The newest purchase in the whole dataset must be recent: a stale source fails the run.
-        expectations.append(gxe.ExpectColumnMinToBeBetween(column="recency_days", max_value=settings.freshness_days))
     return expectations
 
 
-def _run_gx(frame: pd.DataFrame, expectations: list[Any]) -> tuple[Any, Any]:
-    """Validate ``frame`` once; return the (ephemeral) GX context and the validation result."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def checked_columns(columns: Iterable[str]) -> list[str]:
+    """The feature columns the row suite reads, in table order: GX gets these and nothing else.
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("persona_pipeline")
-    asset = source.add_dataframe_asset(SOURCE_NAME)
-    batch_definition = asset.add_batch_definition_whole_dataframe("run")
-    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations))
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(
-        suite,
-        result_format={
-            "result_format": "COMPLETE",
-            "unexpected_index_column_names": [ROW_ID],
-            "partial_unexpected_count": 0,
-            "return_unexpected_index_query": False,
-        },
-    )
-    return context, result
+    GX filters the whole frame it is given for every row rule, so unchecked columns (spend per category, device,
+    interest…) would only cost time and memory.
+    """
+    wanted = {*REQUIRED_COLUMNS, *_TEXT_COLUMNS, *_OPTIONAL_CHECKED}
+    return [c for c in columns if c in wanted]
+
+
+_RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "unexpected_index_column_names": [ROW_ID],
+    "partial_unexpected_count": 0,
+    "return_unexpected_index_query": False,
+}
+
+
+class _GxRunner:
+    """One ephemeral GX context with a pandas data source; validates frames against named suites."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self._gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        source = self.context.data_sources.add_pandas("persona_pipeline")
+        self._batches = source.add_dataframe_asset(SOURCE_NAME).add_batch_definition_whole_dataframe("run")
+        self._suites: dict[str, Any] = {}
+        self.results: list[tuple[str, str, Any]] = []  # (suite name, batch name, result), in run order
+
+    def validate(self, frame: pd.DataFrame, suite_name: str, expectations: list[Any], batch_name: str) -> Any:
+        suite = self._suites.get(suite_name)
+        if suite is None:
+            suite = self.context.suites.add(self._gx.ExpectationSuite(name=suite_name, expectations=expectations))
+            self._suites[suite_name] = suite
+        batch = self._batches.get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(suite, result_format=_RESULT_FORMAT)
+        self.results.append((suite_name, batch_name, result))
+        return result
 
 
 # Tutorial animations GX copies into every site; no page of a validation site refers to them.
 _UNUSED_DOCS_ASSETS = frozenset({"glossary_scroller.gif", "validation_failed_unexpected_values.gif"})
 
 
-def render_data_docs(context: Any, result: Any, run_name: str) -> dict[str, bytes]:
-    """Render ``result`` (already computed: nothing is validated again) as a GX Data Docs site.
+def render_data_docs(context: Any, results: list[tuple[str, str, Any]], run_name: str) -> dict[str, bytes]:
+    """Render ``results`` (already computed: nothing is validated again) as a GX Data Docs site.
 
-    Returns every file of the site by its relative path (``index.html``, the validation page, static assets).
+    ``results`` holds (suite name, batch name, GX result) triples; each becomes one validation page. Returns
+    every file of the site by its relative path (``index.html``, the validation pages, static assets).
     """
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
@@ -159,12 +206,13 @@ def render_data_docs(context: Any, result: Any, run_name: str) -> dict[str, byte
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
-        key = ValidationResultIdentifier(
-            expectation_suite_identifier=ExpectationSuiteIdentifier(name=SUITE_NAME),
-            run_id=RunIdentifier(run_name=run_name),
-            batch_identifier=SOURCE_NAME,
-        )
-        context.validation_results_store.set(key, result)
+        for suite_name, batch_name, result in results:
+            key = ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+                run_id=RunIdentifier(run_name=run_name),
+                batch_identifier=batch_name,
+            )
+            context.validation_results_store.set(key, result)
         context.build_data_docs(site_names=["run"])
         root = Path(tmp)
         return {
@@ -174,6 +222,275 @@ def render_data_docs(context: Any, result: Any, run_name: str) -> dict[str, byte
         }
 
 
+@dataclass
+class _RuleTally:
+    """One row rule's counts summed over batches (what GX's ``mostly`` is judged on)."""
+
+    rule_type: str
+    column: str
+    mostly: float
+    elements: int = 0
+    missing: int = 0
+    unexpected: int = 0
+    hard_failures: list[str] = field(default_factory=list)  # batch failures that are not a share of rows
+
+    def success(self) -> bool:
+        if self.hard_failures:
+            return False
+        if self.rule_type == "expect_column_values_to_not_be_null":
+            base, bad = self.elements, self.unexpected
+        else:
+            base, bad = self.elements - self.missing, self.unexpected
+        return base <= 0 or (base - bad) / base >= self.mostly
+
+
+def _consent_mask(frame: pd.DataFrame) -> np.ndarray:
+    if "profiling_consent" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return frame["profiling_consent"].fillna(False).astype(bool).to_numpy()
+
+
+class FeatureValidator:
+    """Validates the feature table batch by batch with bounded memory and exact accounting.
+
+    Use: :meth:`check_dataset` once with the dataset columns of every extracted row, then
+    :meth:`validate_batch` for each batch of full rows **in the same row order**, then :meth:`finish`.
+    Consent exclusion happens before any rule: customers without ``profiling_consent`` are counted as excluded
+    and never validated, quarantined or kept.
+    """
+
+    def __init__(self, settings: ValidationSettings, *, extracted: int, previous_rows: int | None = None) -> None:
+        if previous_rows and extracted < previous_rows * (1.0 - settings.max_volume_drop):
+            raise DataQualityError(
+                f"{SOURCE_NAME}: volume dropped from {previous_rows} to {extracted} rows "
+                f"(rule max_volume_drop={settings.max_volume_drop:.0%}); check the extract before publishing",
+                [f"{SOURCE_NAME}.*: volume_drop {previous_rows}->{extracted}"],
+            )
+        self.settings = settings
+        self.extracted = extracted
+        self._gx = _GxRunner()
+        self._row_suite: list[Any] | None = None
+        self._tallies: dict[str, _RuleTally] = {}
+        self._duplicate_rows = np.empty(0, dtype="int64")  # consented row ids (global) with a non-unique key
+        self._quarantine: list[pd.DataFrame] = []
+        self._bad_rows = 0
+        self._seen = 0  # extracted rows handed to validate_batch so far
+        self._consented_seen = 0
+        self._consented = 0
+        self._valid = 0
+        self._checked = False
+        self._unique_failures = 0
+
+    # -- dataset level ------------------------------------------------------------------------------------------
+
+    def check_dataset(self, rows: pd.DataFrame) -> None:
+        """Judge the dataset suite on ``rows`` (:data:`DATASET_COLUMNS` plus ``profiling_consent`` of every row).
+
+        Raises :class:`DataQualityError` when a dataset rule fails (too few rows, a stale source, duplicated keys
+        beyond ``max_invalid_share``).
+        """
+        if len(rows) != self.extracted:
+            raise ValueError(f"check_dataset got {len(rows)} rows, {self.extracted} were extracted")
+        chosen = np.flatnonzero(_consent_mask(rows))
+        frame = pd.DataFrame(index=pd.RangeIndex(len(chosen)))
+        for column in DATASET_COLUMNS:
+            # A missing column stays missing: the row suite's ExpectColumnToExist names it.
+            if column == "recency_days" and column in rows:
+                frame[column] = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)[
+                    chosen
+                ]
+            elif column in rows:
+                frame[column] = rows[column].iloc[chosen].reset_index(drop=True)
+        frame[ROW_ID] = np.arange(len(frame), dtype="int64")
+        self._consented = len(frame)
+        suite = build_dataset_suite(self.settings, list(frame.columns))
+        result = self._gx.validate(frame, DATASET_SUITE_NAME, suite, "all-rows")
+        failures: list[str] = []
+        too_few: str | None = None
+        for item in result.results:
+            config = item.expectation_config
+            details = item.result or {}
+            if config.type == "expect_column_values_to_be_unique":
+                index_list = details.get("unexpected_index_list") or []
+                if index_list:
+                    listed = pd.DataFrame(index_list)
+                    row_ids = listed[ROW_ID].to_numpy(dtype="int64")
+                    self._duplicate_rows = np.unique(row_ids)
+                    self._unique_failures = len(row_ids)
+            if not item.success:
+                message = _failure_message(config, details, len(frame))
+                if config.type == "expect_table_row_count_to_be_between":
+                    too_few = message
+                failures.append(message)
+        if too_few is not None:
+            # Every other rule fails on an empty table too; those failures are consequences and only bury the cause.
+            failures = [
+                f"{too_few}: {len(frame)} row(s) to validate, at least {self.settings.min_rows} required "
+                f"(rule min_rows; {self.extracted} extracted, {self.extracted - len(frame)} excluded without "
+                "profiling consent)"
+            ]
+        if failures:
+            raise DataQualityError(
+                f"validation of {SOURCE_NAME} failed {len(failures)} rule(s):\n  " + "\n  ".join(failures), failures
+            )
+        self._checked = True
+
+    # -- row level ----------------------------------------------------------------------------------------------
+
+    def validate_batch(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Validate the next batch of extracted rows; returns its valid, consenting rows (table order kept)."""
+        if not self._checked:
+            raise RuntimeError("check_dataset must run before validate_batch")
+        consent = _consent_mask(features)
+        frame = features.loc[consent].reset_index(drop=True)
+        self._seen += len(features)
+        if self._seen > self.extracted:
+            raise ValueError(f"more rows validated ({self._seen}) than extracted ({self.extracted})")
+        for column, dtype in frame.dtypes.items():
+            # Nullable extension floats/ints make GX check values one by one; plain float64 (NaN = missing) is
+            # vectorised.
+            if (
+                isinstance(dtype, pd.api.extensions.ExtensionDtype)
+                and pd.api.types.is_numeric_dtype(dtype)
+                and not pd.api.types.is_bool_dtype(dtype)
+            ):
+                frame[column] = frame[column].astype("float64")
+        offset = self._consented_seen
+        self._consented_seen += len(frame)
+        batch_index = sum(1 for suite, _, _ in self._gx.results if suite == SUITE_NAME)
+        checked = frame[checked_columns(frame.columns)].copy()
+        checked[ROW_ID] = np.arange(offset, offset + len(frame), dtype="int64")
+        if self._row_suite is None:
+            self._row_suite = build_suite(self.settings, list(frame.columns))
+        result = self._gx.validate(checked, SUITE_NAME, self._row_suite, f"batch-{batch_index:05d}")
+
+        keys = frame["customer_key"].to_numpy() if "customer_key" in frame else np.full(len(frame), None)
+        bad: list[np.ndarray] = []
+        for item in result.results:
+            config = item.expectation_config
+            label = _rule_label(config)
+            details = item.result or {}
+            tally = self._tallies.get(label)
+            if tally is None:
+                tally = self._tallies[label] = _RuleTally(
+                    str(config.type), str(config.kwargs.get("column", "")), float(config.kwargs.get("mostly") or 1.0)
+                )
+            index_list = details.get("unexpected_index_list") or []
+            if "unexpected_count" in details:
+                tally.elements += int(details.get("element_count") or 0)
+                tally.missing += int(details.get("missing_count") or 0)
+                tally.unexpected += int(details.get("unexpected_count") or 0)
+            elif not item.success:
+                tally.hard_failures.append(_failure_message(config, details, len(frame)))
+            if index_list:
+                listed = pd.DataFrame(index_list)
+                local = listed[ROW_ID].to_numpy(dtype="int64") - offset
+                column = tally.column
+                values = listed[column] if column in listed else pd.Series([None] * len(listed))
+                self._quarantine.append(_quarantine_rows(keys[local], label, column, values))
+                bad.append(local)
+        duplicates = (
+            self._duplicate_rows[(self._duplicate_rows >= offset) & (self._duplicate_rows < offset + len(frame))]
+            - offset
+        )
+        if len(duplicates):
+            self._quarantine.append(
+                _quarantine_rows(keys[duplicates], _UNIQUE_RULE, "customer_key", pd.Series(keys[duplicates]))
+            )
+            bad.append(duplicates)
+        bad_rows = np.unique(np.concatenate(bad)) if bad else np.empty(0, dtype="int64")
+        self._bad_rows += len(bad_rows)
+        keep = np.ones(len(frame), dtype=bool)
+        keep[bad_rows] = False
+        valid = frame.loc[keep].reset_index(drop=True)
+        self._valid += len(valid)
+        return valid
+
+    # -- the verdict --------------------------------------------------------------------------------------------
+
+    def finish(self, *, data_docs_run: str | None = None) -> ValidationOutcome:
+        """Judge every row rule on its summed counts; returns the quarantine, accounting and GX results.
+
+        The outcome's ``valid`` frame is empty: valid rows were returned batch by batch.
+        """
+        if self._seen != self.extracted:
+            raise ValueError(f"{self._seen} of {self.extracted} extracted rows were validated")
+        failures = [
+            message
+            for tally in self._tallies.values()
+            if not tally.success()
+            for message in (
+                tally.hard_failures
+                or [
+                    f"{SOURCE_NAME}.{tally.column or '*'}: rule {tally.rule_type} failed on {tally.unexpected} "
+                    f"of {self._consented} rows (more than max_invalid_share={self.settings.max_invalid_share:g})"
+                ]
+            )
+        ]
+        if failures:
+            raise DataQualityError(
+                f"validation of {SOURCE_NAME} failed {len(failures)} rule(s):\n  " + "\n  ".join(failures), failures
+            )
+        rule_failures = {label: t.unexpected for label, t in self._tallies.items() if t.unexpected}
+        if self._unique_failures:
+            rule_failures[_UNIQUE_RULE] = self._unique_failures
+        quarantine = (
+            pd.concat(self._quarantine, ignore_index=True)
+            if self._quarantine
+            else pd.DataFrame({c: pd.Series(dtype="object") for c in QUARANTINE_COLUMNS})
+        )
+        excluded = self.extracted - self._consented
+        accounting = RowAccounting(
+            extracted=self.extracted, valid=self._valid, quarantined=self._bad_rows, excluded=excluded
+        )
+        if accounting.valid + accounting.quarantined + accounting.excluded != accounting.extracted:
+            raise AssertionError(f"row accounting does not add up: {accounting}")
+        log.info(
+            "validated %s: %d extracted, %d valid, %d quarantined, %d excluded (no profiling consent)",
+            SOURCE_NAME,
+            accounting.extracted,
+            accounting.valid,
+            accounting.quarantined,
+            accounting.excluded,
+        )
+        results = self._gx.results
+        return ValidationOutcome(
+            valid=pd.DataFrame(),
+            quarantine=quarantine.astype({"value": "string"}),
+            accounting=accounting,
+            rule_failures=rule_failures,
+            gx_result={
+                "success": True,
+                "results": [
+                    {"suite": suite, "batch": batch, **result.to_json_dict()} for suite, batch, result in results
+                ],
+            },
+            data_docs=render_data_docs(self._gx.context, results, data_docs_run) if data_docs_run else {},
+        )
+
+
+def _failure_message(config: Any, details: dict[str, Any], rows: int) -> str:
+    count = details.get("unexpected_count")
+    observed = details.get("observed_value")
+    return (
+        f"{SOURCE_NAME}.{config.kwargs.get('column', '*')}: rule {config.type} failed"
+        + (f" on {count} of {rows} rows" if count is not None else "")
+        + (f" (observed {observed!r})" if observed is not None else "")
+    )
+
+
+def _quarantine_rows(keys: np.ndarray, rule: str, column: str, values: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "source": SOURCE_NAME,
+            "customer_key": keys,
+            "rule": rule,
+            "column": column,
+            "value": [_short(v) for v in values],
+        }
+    )
+
+
 def validate_features(
     features: pd.DataFrame,
     settings: ValidationSettings,
@@ -181,114 +498,22 @@ def validate_features(
     previous_rows: int | None = None,
     data_docs_run: str | None = None,
 ) -> ValidationOutcome:
-    """Exclude non-consenting customers, validate the rest with GX, quarantine failing rows.
+    """Exclude non-consenting customers, validate the rest with GX, quarantine failing rows (one batch).
 
     Raises :class:`DataQualityError` on a dataset-level failure (empty or stale source, missing column, a rule
     failing on more than ``max_invalid_share`` of rows, or a volume drop beyond ``max_volume_drop`` against
-    ``previous_rows``). With ``data_docs_run`` the same GX result is also rendered as a Data Docs site
-    (:attr:`ValidationOutcome.data_docs`) under that run name.
+    ``previous_rows``). With ``data_docs_run`` the same GX results are also rendered as a Data Docs site
+    (:attr:`ValidationOutcome.data_docs`) under that run name. Large tables go through
+    :class:`FeatureValidator` batch by batch instead.
     """
-    extracted = len(features)
-    if previous_rows and extracted < previous_rows * (1.0 - settings.max_volume_drop):
-        raise DataQualityError(
-            f"{SOURCE_NAME}: volume dropped from {previous_rows} to {extracted} rows "
-            f"(rule max_volume_drop={settings.max_volume_drop:.0%}); check the extract before publishing",
-            [f"{SOURCE_NAME}.*: volume_drop {previous_rows}->{extracted}"],
-        )
-    consent = (
-        features["profiling_consent"].fillna(False).astype(bool)
-        if "profiling_consent" in features
-        else pd.Series(False, index=features.index)
-    )
-    consented = features.loc[consent.to_numpy()].reset_index(drop=True)
-    excluded = extracted - len(consented)
-
-    frame = consented.copy()
-    for column, dtype in frame.dtypes.items():
-        # Nullable extension floats/ints make GX check values one by one; plain float64 (NaN = missing) is vectorised.
-        if (
-            isinstance(dtype, pd.api.extensions.ExtensionDtype)
-            and pd.api.types.is_numeric_dtype(dtype)
-            and not (pd.api.types.is_bool_dtype(dtype))
-        ):
-            frame[column] = frame[column].astype("float64")
-    frame[ROW_ID] = np.arange(len(frame), dtype="int64")
-    context, result = _run_gx(frame, build_suite(settings, list(frame.columns)))
-
-    failures: list[str] = []
-    rule_failures: dict[str, int] = {}
-    quarantine_parts: list[pd.DataFrame] = []
-    for item in result.results:
-        config = item.expectation_config
-        label = _rule_label(config)
-        details = item.result or {}
-        index_list = details.get("unexpected_index_list") or []
-        if index_list:
-            column = str(config.kwargs.get("column", ""))
-            rows = pd.DataFrame(index_list)
-            row_ids = rows[ROW_ID].to_numpy(dtype="int64")
-            values = rows[column] if column in rows else pd.Series([None] * len(rows))
-            quarantine_parts.append(
-                pd.DataFrame(
-                    {
-                        "source": SOURCE_NAME,
-                        "customer_key": frame["customer_key"].to_numpy()[row_ids],
-                        "rule": label,
-                        "column": column,
-                        "value": [_short(v) for v in values],
-                        ROW_ID: row_ids,
-                    }
-                )
-            )
-            rule_failures[label] = len(row_ids)
-        if not item.success:
-            count = details.get("unexpected_count")
-            observed = details.get("observed_value")
-            failures.append(
-                f"{SOURCE_NAME}.{config.kwargs.get('column', '*')}: rule {config.type} failed"
-                + (f" on {count} of {len(frame)} rows" if count is not None else "")
-                + (f" (observed {observed!r})" if observed is not None else "")
-            )
-    too_few = [f for f in failures if "expect_table_row_count_to_be_between" in f]
-    if too_few:
-        # Every other rule fails on an empty table too; those failures are consequences and only bury the cause.
-        failures = [
-            f"{too_few[0]}: {len(frame)} row(s) to validate, at least {settings.min_rows} required "
-            f"(rule min_rows; {extracted} extracted, {excluded} excluded without profiling consent)"
-        ]
-    if failures:
-        raise DataQualityError(
-            f"validation of {SOURCE_NAME} failed {len(failures)} rule(s):\n  " + "\n  ".join(failures), failures
-        )
-
-    quarantine = (
-        pd.concat(quarantine_parts, ignore_index=True)
-        if quarantine_parts
-        else pd.DataFrame({c: pd.Series(dtype="object") for c in (*QUARANTINE_COLUMNS, ROW_ID)})
-    )
-    bad_rows = np.unique(quarantine[ROW_ID].to_numpy(dtype="int64"))
-    valid = frame.drop(index=bad_rows).drop(columns=[ROW_ID]).reset_index(drop=True)
-    accounting = RowAccounting(extracted=extracted, valid=len(valid), quarantined=len(bad_rows), excluded=excluded)
-    log.info(
-        "validated %s: %d extracted, %d valid, %d quarantined, %d excluded (no profiling consent)",
-        SOURCE_NAME,
-        accounting.extracted,
-        accounting.valid,
-        accounting.quarantined,
-        accounting.excluded,
-    )
-    return ValidationOutcome(
-        valid=valid,
-        quarantine=quarantine.drop(columns=[ROW_ID]).astype({"value": "string"}),
-        accounting=accounting,
-        rule_failures=rule_failures,
-        gx_result=result.to_json_dict(),
-        data_docs=render_data_docs(context, result, data_docs_run) if data_docs_run else {},
-    )
+    validator = FeatureValidator(settings, extracted=len(features), previous_rows=previous_rows)
+    validator.check_dataset(features[[c for c in (*DATASET_COLUMNS, "profiling_consent") if c in features]])
+    valid = validator.validate_batch(features)
+    return replace(validator.finish(data_docs_run=data_docs_run), valid=valid)
 
 
 def _short(value: Any, limit: int = 200) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return None
     text = str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -8,7 +8,7 @@ import pytest
 
 from persona_pipeline.config import ValidationSettings
 from persona_pipeline.exceptions import DataQualityError
-from persona_pipeline.validation import validate_features
+from persona_pipeline.validation import FeatureValidator, ValidationOutcome, validate_features
 
 SETTINGS = ValidationSettings(max_invalid_share=0.2, freshness_days=None)
 
@@ -123,3 +123,75 @@ def test_stale_source_fails_freshness() -> None:
     features["recency_days"] = features["recency_days"] + 400
     with pytest.raises(DataQualityError, match="expect_column_min_to_be_between"):
         validate_features(features, ValidationSettings(max_invalid_share=0.2, freshness_days=30))
+
+
+# -- batch by batch: the same verdicts as one GX run over every row ---------------------------------------------
+
+
+def _validate_in_batches(
+    features: pd.DataFrame, settings: ValidationSettings, sizes: list[int]
+) -> tuple[pd.DataFrame, ValidationOutcome]:
+    assert sum(sizes) == len(features)
+    validator = FeatureValidator(settings, extracted=len(features))
+    validator.check_dataset(features[["customer_key", "recency_days", "profiling_consent"]])
+    valid, start = [], 0
+    for size in sizes:
+        valid.append(validator.validate_batch(features.iloc[start : start + size].reset_index(drop=True)))
+        start += size
+    return pd.concat(valid, ignore_index=True), validator.finish(data_docs_run="batches")
+
+
+def test_batches_give_the_same_valid_rows_quarantine_and_accounting_as_one_run() -> None:
+    features = clean_features(90)
+    features.loc[3, "age"] = 7.0
+    features.loc[40, "gender"] = "zz"
+    features.loc[[10, 70], "profiling_consent"] = False
+    features.loc[[5, 80], "customer_key"] = "dup"  # a duplicate split across batches
+    whole = validate_features(features, SETTINGS)
+    valid, batched = _validate_in_batches(features, SETTINGS, [30, 0, 45, 15])
+
+    assert batched.accounting == whole.accounting
+    assert batched.accounting.extracted == 90 and batched.accounting.excluded == 2
+    assert set(batched.quarantine["customer_key"]) == {"3", "40", "dup"}
+    assert (batched.quarantine["customer_key"] == "dup").sum() == 2  # every copy, in both batches
+    assert batched.rule_failures == whole.rule_failures
+    pd.testing.assert_frame_equal(valid, whole.valid)
+    # The Data Docs site has the dataset page and one page per batch.
+    pages = [p for p in batched.data_docs if p.startswith("validations/") and p.endswith(".html")]
+    assert len(pages) == 1 + 4, pages
+
+
+def test_a_rule_is_judged_on_all_batches_not_one() -> None:
+    settings = ValidationSettings(max_invalid_share=0.05, freshness_days=None)
+    features = clean_features(200)
+    features.loc[:5, "age"] = 7.0  # 6 of 200 (3 %) overall, but 6 of 20 (30 %) in the first batch
+    _, outcome = _validate_in_batches(features, settings, [20, 180])
+    assert outcome.accounting.quarantined == 6
+
+    features.loc[:11, "age"] = 7.0  # 12 of 200 (6 %) overall, spread over both batches
+    with pytest.raises(DataQualityError, match=r"expect_column_values_to_be_between.*failed on 12 of 200 rows"):
+        _validate_in_batches(features, settings, [100, 100])
+
+
+def test_freshness_is_judged_on_the_newest_row_of_all_batches() -> None:
+    settings = ValidationSettings(max_invalid_share=0.2, freshness_days=30)
+    features = clean_features(60)
+    features["recency_days"] = 200.0
+    features.loc[59, "recency_days"] = 2.0  # only the last batch is fresh
+    _, outcome = _validate_in_batches(features, settings, [30, 30])
+    assert outcome.accounting.valid == 60
+
+    features.loc[59, "recency_days"] = 45.0
+    with pytest.raises(DataQualityError, match="expect_column_min_to_be_between"):
+        _validate_in_batches(features, settings, [30, 30])
+
+
+def test_rows_must_arrive_as_extracted() -> None:
+    features = clean_features(20)
+    validator = FeatureValidator(SETTINGS, extracted=20)
+    with pytest.raises(RuntimeError, match="check_dataset"):
+        validator.validate_batch(features)
+    validator.check_dataset(features[["customer_key", "recency_days", "profiling_consent"]])
+    validator.validate_batch(features.iloc[:10])
+    with pytest.raises(ValueError, match="10 of 20 extracted rows"):
+        validator.finish()
