@@ -74,15 +74,15 @@ def label_scores(r: pd.Series, fm: pd.Series) -> pd.Series:
     return pd.Series(lookup[r_idx, fm_idx], index=r.index, dtype="object")
 
 
-def segment_rfm(features: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str], dict[str, tuple[float, ...]]]:
-    """Assign every customer an RFM segment; returns (assignments, labels, centroids in (R, F, M) space)."""
+def segment_rfm(features: pd.DataFrame) -> tuple[np.ndarray, dict[str, str], dict[str, tuple[float, ...]]]:
+    """An RFM segment id for every row; returns (ids aligned with the rows, labels, centroids in (R, F, M) space).
+
+    Reads only ``recency_days``, ``frequency`` and ``monetary``.
+    """
     scores = rfm_scores(features)
     labels = label_scores(scores["r"], scores["fm"])
     segment_ids = labels.map({label: segment_id_for(label) for label in labels.unique()})
-    assignments = pd.DataFrame(
-        {"customer_key": features["customer_key"].to_numpy(), "segment_id": segment_ids.to_numpy()}
-    )
     centroid_frame = scores[["r", "f", "m"]].fillna(0.0).groupby(segment_ids.to_numpy()).mean()
     centroids = {str(seg): tuple(float(x) for x in row) for seg, row in centroid_frame.iterrows()}
     id_labels = {segment_id_for(label): label for label in labels.unique()}
-    return assignments, id_labels, centroids
+    return segment_ids.to_numpy(dtype=object), id_labels, centroids

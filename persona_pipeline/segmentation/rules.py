@@ -386,15 +386,14 @@ def assign_segments(features: pd.DataFrame, rules: RuleSet) -> np.ndarray:
 
 def segment_rules(
     features: pd.DataFrame, rules: RuleSet
-) -> tuple[pd.DataFrame, dict[str, str], dict[str, tuple[float, ...]]]:
-    """Assign every customer a rule segment; returns (assignments, labels, centroids).
+) -> tuple[np.ndarray, dict[str, str], dict[str, tuple[float, ...]]]:
+    """Assign every customer a rule segment; returns (ids aligned with the rows, labels, centroids).
 
     Centroids put each rule segment on its own axis and the default segment at the origin, so a rule segment
     that is too small is merged into the default segment (distance 1) rather than into another rule's
     (distance √2): customers of a too-small rule count as "everyone else", never as another rule's members.
     """
     segment_ids = assign_segments(features, rules)
-    assignments = pd.DataFrame({"customer_key": features["customer_key"].to_numpy(), "segment_id": segment_ids})
     present = set(segment_ids.tolist())
     labels = {seg: label for seg, label in rules.labels.items() if seg in present}
     dims = len(rules.rules)
@@ -404,7 +403,7 @@ def segment_rules(
             centroids[rule.segment_id] = tuple(1.0 if i == index else 0.0 for i in range(dims))
     if rules.default_id in present:
         centroids[rules.default_id] = (0.0,) * dims
-    return assignments, labels, centroids
+    return segment_ids, labels, centroids
 
 
 def describe(condition: Condition) -> str:
