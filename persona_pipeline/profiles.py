@@ -3,10 +3,14 @@
 Profiles are aggregates only; nothing customer-level leaves this module. A lift is reported only when enough
 customers carry the trait (``lift_min_support``) and it is common enough inside the segment
 (``lift_min_share``), so a 5x lift on three people never reaches a persona card.
+
+:class:`ProfileAccumulator` gathers the statistics part by part (counts, sums and the float64 values that exact
+medians need), so the feature table never has to be in memory at once; :func:`build_profiles` is one part.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -67,6 +71,22 @@ def trait_frame(features: pd.DataFrame) -> pd.DataFrame:
     return traits
 
 
+def _annual_spend(monetary: pd.Series, tenure_days: pd.Series) -> pd.Series:
+    """Spend per year of tenure; an unknown tenure counts as one year and tenures under three months as three."""
+    tenure_years = (pd.to_numeric(tenure_days, errors="coerce").fillna(365.0) / 365.0).clip(lower=0.25)
+    return monetary.astype("float64") / tenure_years
+
+
+def _churned(recency_days: pd.Series) -> pd.Series:
+    """No order at all, or none in the last 180 days."""
+    return recency_days.isna() | (recency_days > 180)
+
+
+def _expected_lifetime(churn_share: float) -> float:
+    """Expected lifetime in years: 1 / churn share, capped at ``CLV_HORIZON_YEARS``."""
+    return min(CLV_HORIZON_YEARS, 1.0 / max(churn_share, 1.0 / CLV_HORIZON_YEARS))
+
+
 def estimate_clv(segment: pd.DataFrame) -> float:
     """Median annual spend times expected lifetime (1 / churn share, capped at 5 years).
 
@@ -75,37 +95,212 @@ def estimate_clv(segment: pd.DataFrame) -> float:
     """
     if segment.empty:
         return 0.0
-    tenure_years = (pd.to_numeric(segment["tenure_days"], errors="coerce").fillna(365.0) / 365.0).clip(lower=0.25)
-    annual = segment["monetary"].astype("float64") / tenure_years
-    churned = segment["recency_days"].isna() | (segment["recency_days"] > 180)
-    lifetime = min(CLV_HORIZON_YEARS, 1.0 / max(float(churned.mean()), 1.0 / CLV_HORIZON_YEARS))
+    annual = _annual_spend(segment["monetary"], segment["tenure_days"])
+    lifetime = _expected_lifetime(float(_churned(segment["recency_days"]).mean()))
     return float(np.nanmedian(annual.to_numpy(dtype="float64"))) * lifetime
 
 
-def _numeric_summary(segment: pd.DataFrame) -> dict[str, float]:
-    def median(column: str) -> float:
-        if column not in segment:
-            return float("nan")
-        values = pd.to_numeric(segment[column], errors="coerce").dropna()
-        return float(values.median()) if len(values) else float("nan")
+# numeric summary key -> feature column whose per-segment median it is ("clv" holds annual spend, see estimate_clv)
+_MEDIANS: dict[str, str] = {
+    "median_age": "age",
+    "aov": "aov",
+    "recency_days": "recency_days",
+    "frequency": "frequency",
+    "monetary": "monetary",
+    "tenure_days": "tenure_days",
+    "engagement": "engagement",
+}
+_CLV = "clv"
+# per-segment running totals
+_SUMS: tuple[str, ...] = ("monetary", "monetary_n", "returns", "frequency", "churned", "marketing_consent")
+# a segment's list of value chunks is concatenated once it is this long (many small parts stay cheap)
+_COMPACT_AFTER = 64
 
-    return {
-        "median_age": median("age"),
-        "aov": median("aov"),
-        "recency_days": median("recency_days"),
-        "frequency": median("frequency"),
-        "monetary": median("monetary"),
-        "mean_monetary": float(segment["monetary"].mean()) if len(segment) else 0.0,
-        "tenure_days": median("tenure_days"),
-        "engagement": median("engagement"),
-        "clv": estimate_clv(segment),
-        "return_rate": float(segment["returns"].sum() / max(segment["frequency"].sum() + segment["returns"].sum(), 1))
-        if "returns" in segment
-        else 0.0,
-        "marketing_consent_share": float(segment["marketing_consent"].fillna(False).astype(bool).mean())
-        if "marketing_consent" in segment and len(segment)
-        else 0.0,
-    }
+
+def _floats(features: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` as float64 (non-numbers and a missing column are NaN), on the frame's own index."""
+    if column not in features:
+        return pd.Series(np.nan, index=features.index, dtype="float64")
+    return pd.to_numeric(features[column], errors="coerce").astype("float64")
+
+
+class ProfileAccumulator:
+    """Per-segment statistics gathered part by part; holds only counts, sums and the numeric columns medians need."""
+
+    def __init__(self) -> None:
+        self._segments: list[str] = []  # global segment index -> id, in order of first appearance
+        self._index: dict[str, int] = {}
+        self._sizes = np.zeros(0, dtype="int64")
+        self._sums: dict[str, np.ndarray] = {name: np.zeros(0, dtype="float64") for name in _SUMS}
+        # median key -> segment index -> non-NaN float64 chunks
+        self._values: dict[str, list[list[np.ndarray]]] = {key: [] for key in (*_MEDIANS, _CLV)}
+        # dimension -> (segment index, trait value) -> customers
+        self._traits: dict[str, Counter[tuple[int, str]]] = {dim: Counter() for dim in DIMENSIONS}
+
+    def _segment_indices(self, uniques: np.ndarray) -> np.ndarray:
+        """Global indices of a part's distinct segment ids, registering new ones."""
+        for segment_id in map(str, uniques):
+            if segment_id not in self._index:
+                self._index[segment_id] = len(self._segments)
+                self._segments.append(segment_id)
+        grow = len(self._segments) - len(self._sizes)
+        if grow:
+            self._sizes = np.concatenate([self._sizes, np.zeros(grow, dtype="int64")])
+            for name, sums in self._sums.items():
+                self._sums[name] = np.concatenate([sums, np.zeros(grow, dtype="float64")])
+            for chunks in self._values.values():
+                chunks.extend([] for _ in range(grow))
+        return np.array([self._index[str(u)] for u in uniques], dtype="int64")
+
+    def add(self, features: pd.DataFrame, segment_ids: np.ndarray | pd.Series) -> None:
+        """features: one part of valid customers (same columns as the feature table; any may be missing, as today);
+        segment_ids: aligned row for row with `features` (strings; None/NA = customer not in any segment: skip the row).
+        """
+        ids = np.asarray(segment_ids, dtype=object)
+        if ids.shape != (len(features),):
+            raise ValueError(f"segment_ids has shape {ids.shape}, expected ({len(features)},) to match features")
+        local, uniques = pd.factorize(ids)
+        rows = np.flatnonzero(local >= 0)
+        if len(rows) == 0:
+            return
+        codes = self._segment_indices(np.asarray(uniques))[local[rows]]
+        n_segments = len(self._segments)
+
+        def total(values: np.ndarray) -> np.ndarray:
+            return np.bincount(codes, weights=values, minlength=n_segments)
+
+        self._sizes += np.bincount(codes, minlength=n_segments)
+        monetary = _floats(features, "monetary")
+        recency = _floats(features, "recency_days")
+        consent = (
+            features["marketing_consent"].fillna(False).astype(bool).to_numpy(dtype="float64")[rows]
+            if "marketing_consent" in features
+            else np.zeros(len(rows))
+        )
+        money = monetary.to_numpy()[rows]
+        self._sums["monetary"] += total(np.nan_to_num(money, nan=0.0))
+        self._sums["monetary_n"] += total((~np.isnan(money)).astype("float64"))
+        self._sums["returns"] += total(np.nan_to_num(_floats(features, "returns").to_numpy()[rows], nan=0.0))
+        self._sums["frequency"] += total(np.nan_to_num(_floats(features, "frequency").to_numpy()[rows], nan=0.0))
+        self._sums["churned"] += total(_churned(recency).to_numpy(dtype="float64")[rows])
+        self._sums["marketing_consent"] += total(consent)
+
+        # Group the part's rows by segment once (stable, so each segment keeps its rows' order).
+        order = np.argsort(codes, kind="stable")
+        by_segment = codes[order]
+        present = np.unique(by_segment)
+        starts = np.searchsorted(by_segment, present, side="left")
+        ends = np.searchsorted(by_segment, present, side="right")
+        columns = {key: _floats(features, column) for key, column in _MEDIANS.items()}
+        columns[_CLV] = _annual_spend(monetary, _floats(features, "tenure_days"))
+        for key, series in columns.items():
+            values = series.to_numpy(dtype="float64")[rows][order]
+            for segment, start, end in zip(present, starts, ends, strict=True):
+                chunk = values[start:end]
+                chunk = chunk[~np.isnan(chunk)]
+                if len(chunk):
+                    chunks = self._values[key][segment]
+                    chunks.append(chunk)
+                    if len(chunks) >= _COMPACT_AFTER:
+                        chunks[:] = [np.concatenate(chunks)]
+
+        traits = trait_frame(features)
+        for dim in DIMENSIONS:
+            value_codes, values = pd.factorize(traits[dim].iloc[rows])
+            known = value_codes >= 0
+            if not known.any():
+                continue
+            pairs = pd.Series(codes[known] * len(values) + value_codes[known]).value_counts(sort=False)
+            counter = self._traits[dim]
+            for pair, count in pairs.items():
+                segment, value = divmod(int(pair), len(values))
+                counter[(segment, str(values[value]))] += int(count)
+
+    def finish(
+        self,
+        labels: Mapping[str, str],
+        *,
+        lift_min_support: int,
+        lift_min_share: float,
+        previous: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> list[SegmentProfile]:
+        """One profile per segment, largest first. ``previous`` maps segment id → its previous snapshot
+        (``{"size": int, "distributions": {...}}``) for drift."""
+        population = int(self._sizes.sum())
+        if population == 0:
+            return []
+        # dimension -> segment index -> [(value, customers)], most frequent first
+        counts: dict[str, dict[int, list[tuple[str, int]]]] = {}
+        population_shares: dict[str, dict[str, float]] = {}
+        for dim in DIMENSIONS:
+            per_segment: dict[int, list[tuple[str, int]]] = {}
+            overall: Counter[str] = Counter()
+            for (segment, value), count in self._traits[dim].items():
+                per_segment.setdefault(segment, []).append((value, count))
+                overall[value] += count
+            for pairs in per_segment.values():
+                pairs.sort(key=lambda pair: (-pair[1], pair[0]))
+            counts[dim] = per_segment
+            known = sum(overall.values())
+            population_shares[dim] = {value: count / known for value, count in overall.items()}
+
+        profiles = []
+        for segment, segment_id in enumerate(self._segments):
+            size = int(self._sizes[segment])
+            distributions: dict[str, dict[str, float]] = {}
+            lifts: list[TraitLift] = []
+            for dim in DIMENSIONS:
+                pairs = counts[dim].get(segment, [])
+                known = sum(count for _, count in pairs)
+                if known == 0:
+                    continue
+                distributions[dim] = {value: round(count / known, 6) for value, count in pairs}
+                for value, count in pairs:
+                    share = count / known
+                    pop_share = population_shares[dim].get(value, 0.0)
+                    if count < lift_min_support or share < lift_min_share or pop_share <= 0:
+                        continue
+                    lifts.append(
+                        TraitLift(dim, value, round(share, 6), round(pop_share, 6), round(share / pop_share, 4), count)
+                    )
+            lifts.sort(key=lambda t: (-t.lift, -t.support, t.dimension, t.value))
+            numeric = self._numeric(segment, size)
+            profiles.append(
+                SegmentProfile(
+                    segment_id=segment_id,
+                    label=labels.get(segment_id, segment_id),
+                    size=size,
+                    share=round(size / population, 6),
+                    numeric={k: round(v, 4) if np.isfinite(v) else v for k, v in numeric.items()},
+                    distributions=distributions,
+                    lifts=tuple(lifts),
+                    drift=compute_drift(size, distributions, (previous or {}).get(segment_id)),
+                )
+            )
+        profiles.sort(key=lambda p: (-p.size, p.segment_id))
+        return profiles
+
+    def _median(self, key: str, segment: int) -> float:
+        chunks = self._values[key][segment]
+        return float(np.median(np.concatenate(chunks))) if chunks else float("nan")
+
+    def _numeric(self, segment: int, size: int) -> dict[str, float]:
+        sums = {name: float(values[segment]) for name, values in self._sums.items()}
+        medians = {key: self._median(key, segment) for key in _MEDIANS}
+        lifetime = _expected_lifetime(sums["churned"] / size)
+        return {
+            "median_age": medians["median_age"],
+            "aov": medians["aov"],
+            "recency_days": medians["recency_days"],
+            "frequency": medians["frequency"],
+            "monetary": medians["monetary"],
+            "mean_monetary": sums["monetary"] / sums["monetary_n"] if sums["monetary_n"] else float("nan"),
+            "tenure_days": medians["tenure_days"],
+            "engagement": medians["engagement"],
+            "clv": self._median(_CLV, segment) * lifetime,
+            "return_rate": sums["returns"] / max(sums["frequency"] + sums["returns"], 1),
+            "marketing_consent_share": sums["marketing_consent"] / size,
+        }
 
 
 def build_profiles(
@@ -118,50 +313,13 @@ def build_profiles(
 ) -> list[SegmentProfile]:
     """One profile per segment, largest first. ``previous`` maps segment id → its previous snapshot
     (``{"size": int, "distributions": {...}}``) for drift."""
-    segmented = features.merge(segmentation.assignments, on="customer_key", how="inner", validate="one_to_one")
-    population = len(segmented)
-    if population == 0:
-        return []
-    traits = trait_frame(segmented)
-    population_shares = {dim: traits[dim].value_counts(normalize=True, dropna=True) for dim in DIMENSIONS}
-    profiles = []
-    for segment_id, index in segmented.groupby("segment_id", sort=True).groups.items():
-        segment = segmented.loc[index]
-        seg_traits = traits.loc[index]
-        distributions: dict[str, dict[str, float]] = {}
-        lifts: list[TraitLift] = []
-        for dim in DIMENSIONS:
-            counts = seg_traits[dim].value_counts(dropna=True)
-            total = int(counts.sum())
-            if total == 0:
-                continue
-            shares = counts / total
-            distributions[dim] = {str(k): round(float(v), 6) for k, v in shares.items()}
-            for value, count in counts.items():
-                share = float(shares[value])
-                pop_share = float(population_shares[dim].get(value, 0.0))
-                if count < lift_min_support or share < lift_min_share or pop_share <= 0:
-                    continue
-                lifts.append(
-                    TraitLift(
-                        dim, str(value), round(share, 6), round(pop_share, 6), round(share / pop_share, 4), int(count)
-                    )
-                )
-        lifts.sort(key=lambda t: (-t.lift, -t.support, t.dimension, t.value))
-        size = len(segment)
-        profile = SegmentProfile(
-            segment_id=str(segment_id),
-            label=segmentation.labels.get(str(segment_id), str(segment_id)),
-            size=size,
-            share=round(size / population, 6),
-            numeric={k: round(v, 4) if np.isfinite(v) else v for k, v in _numeric_summary(segment).items()},
-            distributions=distributions,
-            lifts=tuple(lifts),
-            drift=compute_drift(size, distributions, (previous or {}).get(str(segment_id))),
-        )
-        profiles.append(profile)
-    profiles.sort(key=lambda p: (-p.size, p.segment_id))
-    return profiles
+    assignments = segmentation.assignments[["customer_key", "segment_id"]]
+    segmented = features.merge(assignments, on="customer_key", how="inner", validate="one_to_one")
+    accumulator = ProfileAccumulator()
+    accumulator.add(segmented, segmented["segment_id"])
+    return accumulator.finish(
+        segmentation.labels, lift_min_support=lift_min_support, lift_min_share=lift_min_share, previous=previous
+    )
 
 
 def compute_drift(
