@@ -7,13 +7,15 @@ stage can be rerun alone: it replaces its own outputs.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from persona_pipeline.config import Settings
@@ -127,27 +129,68 @@ def extract(ctx: StageContext) -> dict[str, Any]:
     return {"rows": rows, "parts": len(parts)}
 
 
-def _read_parts(ctx: StageContext, parts: list[str]) -> pd.DataFrame:
+def _read_parts(ctx: StageContext, parts: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of ``parts`` as one frame (only ``columns``, where given and present)."""
     import pyarrow as pa
 
-    tables = [read_parquet(ctx.store, key) for key in parts]
+    tables = [read_parquet(ctx.store, key, columns=columns) for key in parts]
     if not tables:
         return pd.DataFrame()
     return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
 
+def _batches(ctx: StageContext, parts: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
+    """Consecutive parts joined into frames of at least ``batch_rows`` rows (the last may be smaller)."""
+    import pyarrow as pa
+
+    pending: list[pa.Table] = []
+    rows = 0
+    for key in parts:
+        table = read_parquet(ctx.store, key)
+        pending.append(table)
+        rows += table.num_rows
+        if rows >= batch_rows:
+            yield pa.concat_tables(pending, promote_options="permissive").to_pandas()
+            pending, rows = [], 0
+    if pending:
+        yield pa.concat_tables(pending, promote_options="permissive").to_pandas()
+
+
+def valid_parts(ctx: StageContext) -> list[str]:
+    """Keys of the valid rows' Parquet parts, in table order (what segment, profile and publish read)."""
+    return list(read_json(ctx.store, ctx.key("validation.json"))["valid_parts"])
+
+
 def validate(ctx: StageContext) -> dict[str, Any]:
-    """Run the GX suite; write valid rows, quarantined rows and the accounting."""
-    from persona_pipeline.validation import validate_features
+    """Run the GX suites part by part; write valid rows (in parts), quarantined rows and the accounting."""
+    import pyarrow as pa
+
+    from persona_pipeline.validation import DATASET_COLUMNS, FeatureValidator
 
     extract_summary = read_json(ctx.store, ctx.key("extract.json"))
-    features = _read_parts(ctx, extract_summary["parts"])
+    parts = list(extract_summary["parts"])
     previous = previous_partition(ctx.store, ctx.run.logical_date, "validation.json")
     previous_rows = read_json(ctx.store, f"{previous}/validation.json")["accounting"]["extracted"] if previous else None
-    outcome = validate_features(
-        features, ctx.settings.validation, previous_rows=previous_rows, data_docs_run=ctx.run.run_id
-    )
     null_keys = int(extract_summary.get("null_keys", 0))
+    validator = FeatureValidator(
+        ctx.settings.validation, extracted=int(extract_summary["rows"]), previous_rows=previous_rows
+    )
+    # Dataset rules (row count, unique keys, freshness) need every row, but only three columns of it.
+    validator.check_dataset(_read_parts(ctx, parts, columns=[*DATASET_COLUMNS, "profiling_consent"]))
+    ctx.store.delete_prefix(ctx.key("valid") + "/")
+    written: list[str] = []
+    seen = 0
+    for batch in _batches(ctx, parts, ctx.settings.validation.batch_rows):
+        valid = validator.validate_batch(batch)
+        key = ctx.key("valid", f"part-{len(written):05d}.parquet")
+        write_parquet(ctx.store, key, pa.Table.from_pandas(valid, preserve_index=False))
+        written.append(key)
+        seen += len(batch)
+        ctx.progress(f"validate: {seen:,} of {int(extract_summary['rows']):,} customers checked")
+    outcome = validator.finish(data_docs_run=ctx.run.run_id)
+    quarantine = outcome.quarantine
+    accounting = outcome.accounting
+    rule_failures = dict(outcome.rule_failures)
     if null_keys:
         # Keyless customer rows never reach the feature table; they are extracted and quarantined all the same,
         # so the accounting still covers every source row.
@@ -160,79 +203,96 @@ def validate(ctx: StageContext) -> dict[str, Any]:
                 "value": pd.Series([None] * null_keys, dtype="string"),
             }
         )
-        a = outcome.accounting
-        outcome = replace(
-            outcome,
-            quarantine=pd.concat([outcome.quarantine, keyless], ignore_index=True),
-            accounting=RowAccounting(a.extracted + null_keys, a.valid, a.quarantined + null_keys, a.excluded),
-            rule_failures={
-                **outcome.rule_failures,
-                "expect_column_values_to_not_be_null(customer_key)": outcome.rule_failures.get(
-                    "expect_column_values_to_not_be_null(customer_key)", 0
-                )
-                + null_keys,
-            },
-        )
-    import pyarrow as pa
-
-    write_parquet(ctx.store, ctx.key("valid.parquet"), pa.Table.from_pandas(outcome.valid, preserve_index=False))
-    write_parquet(
-        ctx.store, ctx.key("quarantine.parquet"), pa.Table.from_pandas(outcome.quarantine, preserve_index=False)
-    )
+        quarantine = pd.concat([quarantine, keyless], ignore_index=True)
+        a = accounting
+        accounting = RowAccounting(a.extracted + null_keys, a.valid, a.quarantined + null_keys, a.excluded)
+        rule = "expect_column_values_to_not_be_null(customer_key)"
+        rule_failures[rule] = rule_failures.get(rule, 0) + null_keys
+    write_parquet(ctx.store, ctx.key("quarantine.parquet"), pa.Table.from_pandas(quarantine, preserve_index=False))
     write_json(ctx.store, ctx.key("validation", "gx_result.json"), outcome.gx_result)
     ctx.store.delete_prefix(ctx.key("validation", "data_docs") + "/")  # a rerun replaces the whole site
     for path, data in outcome.data_docs.items():
         content_type = "text/html; charset=utf-8" if path.endswith(".html") else None
         ctx.store.put_bytes(ctx.key("validation", "data_docs", path), data, content_type=content_type)
-    summary = {"accounting": to_jsonable(outcome.accounting), "rule_failures": outcome.rule_failures}
+    summary = {"accounting": to_jsonable(accounting), "rule_failures": rule_failures, "valid_parts": written}
     write_json(ctx.store, ctx.key("validation.json"), summary)
-    a = outcome.accounting
+    a = accounting
     if null_keys:
         ctx.progress(f"validate: {null_keys:,} customer row(s) without a key were quarantined at the source")
     ctx.progress(
         f"validate: {a.extracted:,} extracted = {a.valid:,} valid + {a.quarantined:,} quarantined "
         f"+ {a.excluded:,} excluded (no consent)"
     )
-    return summary
+    return {"accounting": summary["accounting"], "rule_failures": rule_failures}
+
+
+def _valid_columns(ctx: StageContext, parts: list[str]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    if not parts:
+        return []
+    return list(pq.ParquetFile(io.BytesIO(ctx.store.get_bytes(parts[0]))).schema_arrow.names)
 
 
 def segment(ctx: StageContext) -> dict[str, Any]:
-    """Segment valid customers and enforce the minimum segment size."""
-    from persona_pipeline.segmentation import identity_changes, segment_customers
+    """Segment valid customers and enforce the minimum segment size.
 
-    valid = read_parquet(ctx.store, ctx.key("valid.parquet")).to_pandas()
+    Reads only the columns the method needs from every valid part, and writes the assignments as parts aligned
+    row for row with the valid parts (``assignments/part-N`` holds the segment of each row of ``valid/part-N``;
+    null where the size rule suppressed the customer).
+    """
+    import pyarrow as pa
+
+    from persona_pipeline.segmentation import columns_needed, identity_changes, segment_rows
+
+    parts = valid_parts(ctx)
+    wanted = columns_needed(ctx.settings.segmentation)
+    available = _valid_columns(ctx, parts)
+    # A rule naming a feature that was not extracted gets an error listing every extracted column.
+    features = _read_parts(ctx, parts, columns=None if set(wanted) - set(available) else wanted)
     previous = previous_partition(ctx.store, ctx.run.logical_date, "segments.json")
     previous_summary = read_json(ctx.store, f"{previous}/segments.json") if previous else {}
     previous_centroids = previous_summary.get("raw_centroids") if previous else None
-    result, raw_centroids = segment_customers(
-        valid, ctx.settings.segmentation, previous_raw_centroids=previous_centroids
+    rows = segment_rows(features, ctx.settings.segmentation, previous_raw_centroids=previous_centroids)
+    del features
+    changes = identity_changes(previous_summary.get("labels") if previous else None, rows.labels)
+    ctx.store.delete_prefix(ctx.key("assignments") + "/")
+    offset = 0
+    written = []
+    ids = pa.DictionaryArray.from_arrays(
+        pa.array(np.asarray(rows.segment_ids.codes, dtype="int32"), mask=np.asarray(rows.segment_ids.codes) < 0),
+        pa.array(list(rows.segment_ids.categories), type=pa.string()),
     )
-    changes = identity_changes(previous_summary.get("labels") if previous else None, result.labels)
-    import pyarrow as pa
-
-    write_parquet(
-        ctx.store, ctx.key("assignments.parquet"), pa.Table.from_pandas(result.assignments, preserve_index=False)
-    )
+    for index, key in enumerate(parts):
+        keys = read_parquet(ctx.store, key, columns=["customer_key"]).column("customer_key")
+        table = pa.table({"customer_key": keys, "segment_id": ids.slice(offset, len(keys))})
+        offset += len(keys)
+        target = ctx.key("assignments", f"part-{index:05d}.parquet")
+        write_parquet(ctx.store, target, table)
+        written.append(target)
+    if offset != len(rows.segment_ids):
+        raise RuntimeError(f"valid parts hold {offset} rows but {len(rows.segment_ids)} were segmented")
     summary = {
-        "method": result.method,
-        "labels": result.labels,
-        "sizes": result.sizes,
-        "merged": result.merged,
-        "suppressed": result.suppressed,
-        "suppressed_customers": result.suppressed_customers,
-        "centroids": {k: list(v) for k, v in result.centroids.items()},
-        "raw_centroids": raw_centroids,
+        "method": rows.method,
+        "labels": rows.labels,
+        "sizes": rows.sizes,
+        "merged": rows.merged,
+        "suppressed": rows.suppressed,
+        "suppressed_customers": rows.suppressed_customers,
+        "centroids": {k: list(v) for k, v in rows.centroids.items()},
+        "raw_centroids": rows.raw_centroids,
         # Stable identity: ids that appeared / disappeared since the previous run, and (k-means) how far each
         # segment's centroid is from the one whose id it kept.
         "previous_partition": previous,
         "new_segments": list(changes.new),
         "dissolved_segments": list(changes.dissolved),
-        "match_distances": result.match_distances,
+        "match_distances": rows.match_distances,
+        "assignment_parts": written,
     }
     write_json(ctx.store, ctx.key("segments.json"), summary)
     ctx.progress(
-        f"segment: {len(result.labels)} segment(s) by {result.method}; {len(result.merged)} merged and "
-        f"{result.suppressed_customers} customer(s) suppressed by the "
+        f"segment: {len(rows.labels)} segment(s) by {rows.method}; {len(rows.merged)} merged and "
+        f"{rows.suppressed_customers} customer(s) suppressed by the "
         f"k={ctx.settings.segmentation.min_segment_size} rule; {len(changes.new)} new, "
         f"{len(changes.dissolved)} dissolved" + (f" ({', '.join(changes.dissolved)})" if changes.dissolved else "")
     )
@@ -240,14 +300,21 @@ def segment(ctx: StageContext) -> dict[str, Any]:
 
 
 def profile(ctx: StageContext) -> dict[str, Any]:
-    """Profile every segment (with drift against the previous run)."""
-    from persona_pipeline.profiles import build_profiles
-    from persona_pipeline.segmentation.base import SegmentationResult
+    """Profile every segment (with drift against the previous run), one valid part at a time."""
+    from persona_pipeline.profiles import ProfileAccumulator
 
-    valid = read_parquet(ctx.store, ctx.key("valid.parquet")).to_pandas()
-    assignments = read_parquet(ctx.store, ctx.key("assignments.parquet")).to_pandas()
     seg = read_json(ctx.store, ctx.key("segments.json"))
-    result = SegmentationResult(seg["method"], assignments, seg["labels"], {})
+    accumulator = ProfileAccumulator()
+    parts = valid_parts(ctx)
+    assignment_parts = list(seg["assignment_parts"])
+    if len(parts) != len(assignment_parts):
+        raise RuntimeError(f"{len(parts)} valid part(s) but {len(assignment_parts)} assignment part(s); rerun segment")
+    for part, assigned in zip(parts, assignment_parts, strict=True):
+        features = read_parquet(ctx.store, part).to_pandas()
+        segment_ids = read_parquet(ctx.store, assigned, columns=["segment_id"]).column("segment_id").to_pandas()
+        if len(segment_ids) != len(features):
+            raise RuntimeError(f"{assigned} does not match {part} row for row; rerun segment")
+        accumulator.add(features, segment_ids)
     previous = previous_partition(ctx.store, ctx.run.logical_date)
     previous_profiles = (
         {p["segment_id"]: p for p in read_json(ctx.store, f"{previous}/profiles.json")["profiles"]}
@@ -255,9 +322,8 @@ def profile(ctx: StageContext) -> dict[str, Any]:
         else None
     )
     settings = ctx.settings
-    profiles = build_profiles(
-        valid,
-        result,
+    profiles = accumulator.finish(
+        seg["labels"],
         lift_min_support=max(settings.personas.lift_min_support, settings.segmentation.min_segment_size),
         lift_min_share=settings.personas.lift_min_share,
         previous=previous_profiles,
@@ -595,8 +661,20 @@ def _output_frames(
             for r in records
         ]
     )
-    assignments = read_parquet(ctx.store, ctx.key("assignments.parquet")).to_pandas()
-    membership = assignments[assignments["segment_id"].isin(published)][["customer_key", "segment_id"]]
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    published_ids = pa.array(sorted(published), type=pa.string())
+    tables = []
+    for key in segments["assignment_parts"]:
+        part = read_parquet(ctx.store, key, columns=["customer_key", "segment_id"])
+        ids = part.column("segment_id").cast(pa.string())
+        tables.append(part.set_column(1, "segment_id", ids).filter(pc.is_in(ids, value_set=published_ids)))
+    membership = (
+        pa.concat_tables(tables).to_pandas()
+        if tables
+        else pd.DataFrame({"customer_key": pd.Series(dtype="string"), "segment_id": pd.Series(dtype="string")})
+    )
     published_customers = len(membership)
     keys = publishable_keys(membership["customer_key"], settings.privacy)
     membership = membership.iloc[0:0] if keys is None else membership.assign(customer_key=keys)

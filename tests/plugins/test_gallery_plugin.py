@@ -120,7 +120,7 @@ def test_unknown_and_malformed_dates(client: TestClient, path: str, status: int)
         f"/dt={LATEST}/images//etc/passwd",
         f"/dt={LATEST}/images/x%00.png",
         f"/dt={LATEST}/images/not-an-image.json",
-        f"/dt={LATEST}/valid.parquet",
+        f"/dt={LATEST}/valid/part-00000.parquet",
         f"/dt={LATEST}/features/part-00000.parquet",
         f"/dt={LATEST}/extract.json",
     ],

@@ -174,7 +174,7 @@ def test_disk_full_fails_with_the_key_leaves_no_partial_object_and_a_rerun_succe
     stages.run_all(context(settings, D, "complete"))
     store = LocalObjectStore(store_root, PREFIX)
     before = assert_consistent_partition(settings.warehouse.url, store, D, run_id="complete")
-    valid_before = store.get_bytes("dt=2026-12-01/valid.parquet")
+    valid_before = store.get_bytes("dt=2026-12-01/valid/part-00000.parquet")
 
     limit = 64 * 1024  # the feature Parquet of 3,000 customers is larger
     result = subprocess.run(
@@ -193,7 +193,7 @@ def test_disk_full_fails_with_the_key_leaves_no_partial_object_and_a_rerun_succe
     # No temporary or half-written object anywhere; what was not rewritten is intact.
     assert not [p for p in store_root.rglob("*") if p.name.startswith(".tmp-")]
     assert store.head("dt=2026-12-01/features/part-00000.parquet") is None
-    assert store.get_bytes("dt=2026-12-01/valid.parquet") == valid_before
+    assert store.get_bytes("dt=2026-12-01/valid/part-00000.parquet") == valid_before
     # The tables still hold the previous complete run of D.
     assert assert_consistent_partition(settings.warehouse.url, store, D)["run_id"] == before["run_id"]
 

@@ -177,7 +177,8 @@ class Run:
         return read_parquet(self.ctx.store, self.ctx.key("quarantine.parquet")).to_pandas()
 
     def valid(self) -> pd.DataFrame:
-        return read_parquet(self.ctx.store, self.ctx.key("valid.parquet")).to_pandas()
+        parts = read_json(self.ctx.store, self.ctx.key("validation.json"))["valid_parts"]
+        return pd.concat([read_parquet(self.ctx.store, key).to_pandas() for key in parts], ignore_index=True)
 
     @property
     def null_keys(self) -> int:
