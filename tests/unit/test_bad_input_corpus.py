@@ -247,7 +247,7 @@ def _check_null_key(run: Run) -> None:
 def _check_duplicates(run: Run) -> None:
     quarantine = run.quarantine()
     assert list(quarantine["customer_key"]) == ["1", "1"]
-    assert set(quarantine["rule"]) == {"expect_column_values_to_be_unique(customer_key)"}
+    assert set(quarantine["rule"]) == {"expect_column_values_to_be_unique(customer_key_hash)"}
     assert "1" not in set(run.valid()["customer_key"])  # neither copy is trusted
     assert run.accounting == {"extracted": 9, "valid": 6, "quarantined": 2, "excluded": 1}
 

@@ -34,9 +34,7 @@ def _assignments(ctx: stages.StageContext) -> pd.DataFrame:
 def test_small_parts_give_the_same_run_as_one_part(
     method: str, sample_warehouse: Path, settings_factory: Any, tmp_path: Path
 ) -> None:
-    one = settings_factory(
-        sample_warehouse, **{"segmentation.method": method, "storage.root": str(tmp_path / "one")}
-    )
+    one = settings_factory(sample_warehouse, **{"segmentation.method": method, "storage.root": str(tmp_path / "one")})
     many = settings_factory(
         sample_warehouse,
         **{

@@ -195,3 +195,30 @@ def test_rows_must_arrive_as_extracted() -> None:
     validator.validate_batch(features.iloc[:10])
     with pytest.raises(ValueError, match="10 of 20 extracted rows"):
         validator.finish()
+
+
+def test_a_hash_collision_quarantines_no_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import persona_pipeline.validation as validation
+
+    real = validation.key_hashes
+
+    def colliding(keys: pd.Series) -> pd.Series:
+        hashes = real(keys)
+        hashes[keys == "7"] = hashes[keys == "8"].iloc[0]  # two different keys, one hash
+        return hashes
+
+    monkeypatch.setattr(validation, "key_hashes", colliding)
+    features = clean_features(30)
+    features.loc[[20, 25], "customer_key"] = "dup"
+    outcome = validate_features(features, SETTINGS)
+    assert sorted(outcome.quarantine["customer_key"]) == ["dup", "dup"]  # "7" and "8" stay valid
+    assert {"7", "8"} <= set(outcome.valid["customer_key"])
+
+
+def test_keys_stay_out_of_the_dataset_suite_results() -> None:
+    features = clean_features(30)
+    features.loc[[3, 4], "customer_key"] = "secret-key-42"
+    outcome = validate_features(features, SETTINGS)
+    assert (outcome.quarantine["customer_key"] == "secret-key-42").sum() == 2
+    dataset = next(r for r in outcome.gx_result["results"] if r["suite"].endswith(".dataset"))
+    assert "secret-key-42" not in str(dataset)
