@@ -134,13 +134,17 @@ class RowSegments:
     def from_ids(
         cls,
         method: str,
-        segment_ids: np.ndarray | pd.Series,
+        segment_ids: np.ndarray | pd.Series | pd.Categorical,
         labels: dict[str, str],
         centroids: dict[str, tuple[float, ...]],
         min_size: int,
     ) -> RowSegments:
         """Apply the minimum-size rule to a method's raw ids (one per row)."""
-        raw = pd.Categorical(np.asarray(segment_ids, dtype=object))
+        raw = (
+            segment_ids
+            if isinstance(segment_ids, pd.Categorical)
+            else pd.Categorical(np.asarray(segment_ids, dtype=object))
+        )
         codes = np.asarray(raw.codes)
         counts = np.bincount(codes[codes >= 0], minlength=len(raw.categories))
         sizes = {str(seg): int(n) for seg, n in zip(raw.categories, counts, strict=True)}

@@ -41,48 +41,56 @@ def quintile_score(values: pd.Series, *, higher_is_better: bool) -> pd.Series:
 
 
 def rfm_scores(features: pd.DataFrame) -> pd.DataFrame:
-    """R, F, M and FM scores for customers with at least one completed order (others get NaN)."""
-    buyers = features["frequency"] > 0
-    scores = pd.DataFrame(index=features.index, columns=["r", "f", "m", "fm"], dtype="float64")
+    """R, F, M and FM scores for customers with at least one completed order (others get 0)."""
+    frequency = pd.to_numeric(features["frequency"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    buyers = frequency > 0
+    scores = {name: np.zeros(len(features), dtype="int8") for name in ("r", "f", "m", "fm")}
     if buyers.any():
-        subset = features.loc[buyers]
-        r = quintile_score(subset["recency_days"], higher_is_better=False)
-        f = quintile_score(subset["frequency"], higher_is_better=True)
-        m = quintile_score(subset["monetary"], higher_is_better=True)
-        scores.loc[buyers, "r"] = r
-        scores.loc[buyers, "f"] = f
-        scores.loc[buyers, "m"] = m
-        scores.loc[buyers, "fm"] = np.floor((f + m) / 2 + 0.5).astype("int64")
-    return scores
+        for name, column, higher in (("r", "recency_days", False), ("f", "frequency", True), ("m", "monetary", True)):
+            values = pd.Series(pd.to_numeric(features[column], errors="coerce").to_numpy()[buyers])
+            scores[name][buyers] = quintile_score(values, higher_is_better=higher).to_numpy()
+        f, m = scores["f"][buyers].astype("int64"), scores["m"][buyers].astype("int64")
+        scores["fm"][buyers] = np.floor((f + m) / 2 + 0.5).astype("int8")
+    return pd.DataFrame(scores, index=features.index)
 
 
-def label_scores(r: pd.Series, fm: pd.Series) -> pd.Series:
-    """Map R and FM scores to segment labels with :data:`SEGMENT_MAP`.
-
-    The 25 score pairs are resolved once into a 5×5 lookup table; customers are then labelled by indexing it.
-    """
-    lookup = np.empty((6, 6), dtype=object)
-    lookup[:, :] = PROSPECTS
+def _label_table() -> np.ndarray:
+    """Index into :data:`LABELS` for every (R, FM) pair; row and column 0 (unscored) are Prospects."""
+    table = np.full((6, 6), LABELS.index(PROSPECTS), dtype="int8")
     for r_score in range(1, 6):
         for fm_score in range(1, 6):
             code = f"{r_score}{fm_score}"
-            lookup[r_score, fm_score] = next(
-                label for r_pat, fm_pat, label in SEGMENT_MAP if re.fullmatch(r_pat + fm_pat, code)
+            table[r_score, fm_score] = next(
+                LABELS.index(label) for r_pat, fm_pat, label in SEGMENT_MAP if re.fullmatch(r_pat + fm_pat, code)
             )
+    return table
+
+
+def label_scores(r: pd.Series, fm: pd.Series) -> pd.Series:
+    """Map R and FM scores to segment labels with :data:`SEGMENT_MAP` (a missing or 0 score: Prospects).
+
+    The 25 score pairs are resolved once into a lookup table; customers are then labelled by indexing it.
+    """
+    table = _label_table()
     r_idx = r.fillna(0).to_numpy(dtype="int64")
     fm_idx = fm.fillna(0).to_numpy(dtype="int64")
-    return pd.Series(lookup[r_idx, fm_idx], index=r.index, dtype="object")
+    return pd.Series(np.asarray(LABELS, dtype=object)[table[r_idx, fm_idx]], index=r.index, dtype="object")
 
 
-def segment_rfm(features: pd.DataFrame) -> tuple[np.ndarray, dict[str, str], dict[str, tuple[float, ...]]]:
+def segment_rfm(features: pd.DataFrame) -> tuple[pd.Categorical, dict[str, str], dict[str, tuple[float, ...]]]:
     """An RFM segment id for every row; returns (ids aligned with the rows, labels, centroids in (R, F, M) space).
 
-    Reads only ``recency_days``, ``frequency`` and ``monetary``.
+    Reads only ``recency_days``, ``frequency`` and ``monetary``, and works on small integer codes throughout:
+    10 million customers cost a few bytes each.
     """
     scores = rfm_scores(features)
-    labels = label_scores(scores["r"], scores["fm"])
-    segment_ids = labels.map({label: segment_id_for(label) for label in labels.unique()})
-    centroid_frame = scores[["r", "f", "m"]].fillna(0.0).groupby(segment_ids.to_numpy()).mean()
-    centroids = {str(seg): tuple(float(x) for x in row) for seg, row in centroid_frame.iterrows()}
-    id_labels = {segment_id_for(label): label for label in labels.unique()}
-    return segment_ids.to_numpy(dtype=object), id_labels, centroids
+    label_index = _label_table()[scores["r"].to_numpy(), scores["fm"].to_numpy()]
+    counts = np.bincount(label_index, minlength=len(LABELS))
+    present = np.flatnonzero(counts)
+    code_of = np.full(len(LABELS), -1, dtype="int64")
+    code_of[present] = np.arange(len(present))
+    ids = pd.Categorical.from_codes(code_of[label_index], categories=[segment_id_for(LABELS[i]) for i in present])
+    sums = {axis: np.bincount(label_index, weights=scores[axis].to_numpy(), minlength=len(LABELS)) for axis in "rfm"}
+    centroids = {segment_id_for(LABELS[i]): tuple(float(sums[axis][i] / counts[i]) for axis in "rfm") for i in present}
+    labels = {segment_id_for(LABELS[i]): LABELS[i] for i in present}
+    return ids, labels, centroids
