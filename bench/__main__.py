@@ -85,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="duckdb",
         help="how the naive peer loads the raw tables: DuckDB's .df() (default) or pd.read_sql over SQLAlchemy",
     )
+    parser.add_argument(
+        "--task-processes",
+        action="store_true",
+        help="also run every stage in its own fresh process, as the DAG's tasks run, and report each one's peak RSS",
+    )
     parser.add_argument("--skip-fanout", action="store_true", help="do not measure the image fan-out")
     parser.add_argument("--fanout-personas", type=int, default=40, help="personas (one image each) to draw")
     parser.add_argument("--concurrency", type=int, default=4, help="image requests in flight at once")
@@ -158,6 +163,7 @@ def _size_result(
     pipeline_cpu = float(pipeline["pipeline_cpu_s"])
     floor_cpu = float(floor["floor_cpu_s"])
     naive_cpu = None if naive is None else float(naive["naive_cpu_s"])
+    tasks = pipeline.get("task_processes")
     return {
         "customers": warehouse.customers,
         "orders": warehouse.orders,
@@ -183,11 +189,41 @@ def _size_result(
         "load_average_before": load,
         "stages": pipeline["stages"],
         "warmup": pipeline.get("warmup"),
+        # --task-processes: every stage in its own interpreter, as the DAG runs them
+        "task_processes": tasks,
+        "task_peak_rss_mb": max(float(f["peak_rss_mb"]) for f in tasks.values()) if tasks else None,
         "warehouse": warehouse.to_json(),
-        "pipeline": {k: v for k, v in pipeline.items() if k not in {"stages", "warmup"}},
+        "pipeline": {k: v for k, v in pipeline.items() if k not in {"stages", "warmup", "task_processes"}},
         "floor": {k: v for k, v in floor.items() if k != "sql"},
         "naive": naive,
     }
+
+
+def _task_processes(warehouse: Warehouse, as_of: date, workdir: Path, scratch: Path) -> dict[str, Any]:
+    """Each stage in a fresh interpreter over a shared store: seconds and the process's peak RSS."""
+    from bench.pipeline import STAGES
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    run_db = workdir / "warehouse.duckdb"
+    shutil.copyfile(warehouse.path, run_db)
+    figures = {}
+    try:
+        for stage in STAGES:
+            out = run_child(
+                "stage",
+                {"warehouse": str(run_db), "store": str(workdir / "store"), "as_of": as_of.isoformat(), "stage": stage},
+                scratch=scratch,
+                label=f"task-{warehouse.customers}-{stage}",
+            )
+            figures[stage] = {
+                "seconds": out["seconds"],
+                "cpu_s": out["cpu_s"],
+                "peak_rss_mb": out["process_peak_rss_mb"],
+            }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return figures
 
 
 def run(args: argparse.Namespace, progress: _Progress) -> dict[str, Any]:
@@ -248,6 +284,9 @@ def run(args: argparse.Namespace, progress: _Progress) -> dict[str, Any]:
             load: dict[str, float | None] = {"pipeline": _load_average()}
             pipeline = run_child("pipeline", params, scratch=scratch, label=f"pipeline-{n}")
             progress(f"{n:,}: pipeline {pipeline['pipeline_s']:.1f}s, peak RSS {pipeline['process_peak_rss_mb']:,} MB")
+            if args.task_processes:
+                progress(f"{n:,}: every stage in its own process")
+                pipeline["task_processes"] = _task_processes(warehouse, args.as_of, scratch / f"tasks-{n}", scratch)
             load["floor"] = _load_average()
             floor = run_child(
                 "floor",

@@ -18,6 +18,7 @@ from bench.common import MB, peak_rss_bytes, ru_maxrss_bytes
 #: task name -> module whose ``run(params)`` performs it
 TASKS = {
     "pipeline": "bench.pipeline",
+    "stage": "bench.task",
     "floor": "bench.floor",
     "naive": "bench.naive",
     "fanout": "bench.fanout",

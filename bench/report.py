@@ -51,6 +51,18 @@ def evaluate_targets(
         ),
         _target("10M: pipeline peak RSS ≤ 3 GB", None if ten is None else ten["peak_rss_mb"], 3072.0, unit="MB"),
         _target(
+            "1M: largest task process peak RSS ≤ 1 GB (each stage in its own process, as in the DAG)",
+            None if one is None else one.get("task_peak_rss_mb"),
+            1024.0,
+            unit="MB",
+        ),
+        _target(
+            "10M: largest task process peak RSS ≤ 3 GB (each stage in its own process, as in the DAG)",
+            None if ten is None else ten.get("task_peak_rss_mb"),
+            3072.0,
+            unit="MB",
+        ),
+        _target(
             "image fan-out ≤ 1.15× ideal",
             None if fanout is None else fanout.get("fanout_over_ideal"),
             1.15,
@@ -141,6 +153,8 @@ def markdown(report: dict[str, Any]) -> str:
         for r in results:
             size = f"{r['customers']:,}"
             header += [f"{size}: s", f"{size}: rows/s", f"{size}: peak RSS MB"]
+            if r.get("task_processes"):
+                header += [f"{size}: own process s", f"{size}: own process peak RSS MB"]
         stage_names = list(results[0]["stages"])
         rows = []
         for name in stage_names:
@@ -148,6 +162,9 @@ def markdown(report: dict[str, Any]) -> str:
             for r in results:
                 figures = r["stages"].get(name, {})
                 row += [figures.get("seconds"), _int(figures.get("rows_per_s")), _int(figures.get("peak_rss_mb"))]
+                if r.get("task_processes"):
+                    task = r["task_processes"].get(name, {})
+                    row += [task.get("seconds"), _int(task.get("peak_rss_mb"))]
             rows.append(row)
         lines += _table(header, rows)
         lines.append("")

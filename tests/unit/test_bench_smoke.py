@@ -21,6 +21,7 @@ def test_bench_runs_on_a_small_warehouse_and_writes_the_json(
             "--customers",
             "2000",
             "--skip-fanout",
+            "--task-processes",
             "--warmup-customers",
             "0",
             "--floor-repeats",
@@ -73,6 +74,10 @@ def test_bench_runs_on_a_small_warehouse_and_writes_the_json(
     for figures in row["stages"].values():
         assert {"seconds", "rows", "rows_per_s", "peak_rss_mb"} <= set(figures)
     assert row["stages"]["extract"]["rows"] == 2000
+    # --task-processes: every stage again in its own interpreter, as the DAG runs them
+    assert list(row["task_processes"]) == list(row["stages"])
+    assert all(f["peak_rss_mb"] > 50 and f["seconds"] >= 0 for f in row["task_processes"].values())
+    assert row["task_peak_rss_mb"] == max(f["peak_rss_mb"] for f in row["task_processes"].values())
     assert {"pipeline_over_floor", "naive_over_pipeline"} <= set(row["ratios"])
     # the floor and the naive peer find the same RFM segments
     assert set(row["floor"]["segment_sizes"]) == set(row["naive"]["segment_sizes"])
