@@ -87,20 +87,7 @@ def _expected_lifetime(churn_share: float) -> float:
     return min(CLV_HORIZON_YEARS, 1.0 / max(churn_share, 1.0 / CLV_HORIZON_YEARS))
 
 
-def estimate_clv(segment: pd.DataFrame) -> float:
-    """Median annual spend times expected lifetime (1 / churn share, capped at 5 years).
-
-    Churn share = customers with no order in the last 180 days. A transparent estimate for ranking segments, not a
-    forecast.
-    """
-    if segment.empty:
-        return 0.0
-    annual = _annual_spend(segment["monetary"], segment["tenure_days"])
-    lifetime = _expected_lifetime(float(_churned(segment["recency_days"]).mean()))
-    return float(np.nanmedian(annual.to_numpy(dtype="float64"))) * lifetime
-
-
-# numeric summary key -> feature column whose per-segment median it is ("clv" holds annual spend, see estimate_clv)
+# numeric summary key -> feature column whose per-segment median it is (``_CLV`` holds annual spend, for CLV)
 _MEDIANS: dict[str, str] = {
     "median_age": "age",
     "aov": "aov",
@@ -289,14 +276,9 @@ class ProfileAccumulator:
         medians = {key: self._median(key, segment) for key in _MEDIANS}
         lifetime = _expected_lifetime(sums["churned"] / size)
         return {
-            "median_age": medians["median_age"],
-            "aov": medians["aov"],
-            "recency_days": medians["recency_days"],
-            "frequency": medians["frequency"],
-            "monetary": medians["monetary"],
+            **medians,
             "mean_monetary": sums["monetary"] / sums["monetary_n"] if sums["monetary_n"] else float("nan"),
-            "tenure_days": medians["tenure_days"],
-            "engagement": medians["engagement"],
+            # CLV (a ranking estimate, not a forecast): median annual spend × expected lifetime.
             "clv": self._median(_CLV, segment) * lifetime,
             "return_rate": sums["returns"] / max(sums["frequency"] + sums["returns"], 1),
             "marketing_consent_share": sums["marketing_consent"] / size,

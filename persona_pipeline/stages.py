@@ -7,7 +7,6 @@ stage can be rerun alone: it replaces its own outputs.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from persona_pipeline.config import Settings
@@ -129,31 +127,31 @@ def extract(ctx: StageContext) -> dict[str, Any]:
     return {"rows": rows, "parts": len(parts)}
 
 
-def _read_parts(ctx: StageContext, parts: list[str], columns: list[str] | None = None) -> pd.DataFrame:
-    """The rows of ``parts`` as one frame (only ``columns``, where given and present)."""
+def _to_frame(tables: list[Any]) -> pd.DataFrame:
+    """Arrow tables (one schema, columns may be missing in some) as one pandas frame."""
     import pyarrow as pa
 
-    tables = [read_parquet(ctx.store, key, columns=columns) for key in parts]
-    if not tables:
-        return pd.DataFrame()
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else pd.DataFrame()
+
+
+def _read_parts(ctx: StageContext, parts: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of ``parts`` as one frame (only ``columns``, where given and present)."""
+    return _to_frame([read_parquet(ctx.store, key, columns=columns) for key in parts])
 
 
 def _batches(ctx: StageContext, parts: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
     """Consecutive parts joined into frames of at least ``batch_rows`` rows (the last may be smaller)."""
-    import pyarrow as pa
-
-    pending: list[pa.Table] = []
+    pending: list[Any] = []
     rows = 0
     for key in parts:
         table = read_parquet(ctx.store, key)
         pending.append(table)
         rows += table.num_rows
         if rows >= batch_rows:
-            yield pa.concat_tables(pending, promote_options="permissive").to_pandas()
+            yield _to_frame(pending)
             pending, rows = [], 0
     if pending:
-        yield pa.concat_tables(pending, promote_options="permissive").to_pandas()
+        yield _to_frame(pending)
 
 
 def valid_parts(ctx: StageContext) -> list[str]:
@@ -226,14 +224,6 @@ def validate(ctx: StageContext) -> dict[str, Any]:
     return {"accounting": summary["accounting"], "rule_failures": rule_failures}
 
 
-def _valid_columns(ctx: StageContext, parts: list[str]) -> list[str]:
-    import pyarrow.parquet as pq
-
-    if not parts:
-        return []
-    return list(pq.ParquetFile(io.BytesIO(ctx.store.get_bytes(parts[0]))).schema_arrow.names)
-
-
 def segment(ctx: StageContext) -> dict[str, Any]:
     """Segment valid customers and enforce the minimum segment size.
 
@@ -247,9 +237,10 @@ def segment(ctx: StageContext) -> dict[str, Any]:
 
     parts = valid_parts(ctx)
     wanted = columns_needed(ctx.settings.segmentation)
-    available = _valid_columns(ctx, parts)
-    # A rule naming a feature that was not extracted gets an error listing every extracted column.
-    features = _read_parts(ctx, parts, columns=None if set(wanted) - set(available) else wanted)
+    features = _read_parts(ctx, parts, columns=wanted)
+    if set(wanted) - set(features.columns):
+        # A rule naming a feature that was not extracted gets an error listing every extracted column.
+        features = _read_parts(ctx, parts)
     previous = previous_partition(ctx.store, ctx.run.logical_date, "segments.json")
     previous_summary = read_json(ctx.store, f"{previous}/segments.json") if previous else {}
     previous_centroids = previous_summary.get("raw_centroids") if previous else None
@@ -259,10 +250,7 @@ def segment(ctx: StageContext) -> dict[str, Any]:
     ctx.store.delete_prefix(ctx.key("assignments") + "/")
     offset = 0
     written = []
-    ids = pa.DictionaryArray.from_arrays(
-        pa.array(np.asarray(rows.segment_ids.codes, dtype="int32"), mask=np.asarray(rows.segment_ids.codes) < 0),
-        pa.array(list(rows.segment_ids.categories), type=pa.string()),
-    )
+    ids = pa.array(rows.segment_ids)  # dictionary-encoded; suppressed customers are null
     for index, key in enumerate(parts):
         keys = read_parquet(ctx.store, key, columns=["customer_key"]).column("customer_key")
         table = pa.table({"customer_key": keys, "segment_id": ids.slice(offset, len(keys))})

@@ -253,11 +253,11 @@ class _RuleTally:
     def success(self) -> bool:
         if self.hard_failures:
             return False
-        if self.rule_type == "expect_column_values_to_not_be_null":
-            base, bad = self.elements, self.unexpected
-        else:
-            base, bad = self.elements - self.missing, self.unexpected
-        return base <= 0 or (base - bad) / base >= self.mostly
+        # The not-null rule judges every row; the others judge the rows that have a value.
+        base = (
+            self.elements if self.rule_type == "expect_column_values_to_not_be_null" else self.elements - self.missing
+        )
+        return base <= 0 or (base - self.unexpected) / base >= self.mostly
 
 
 def key_hashes(keys: pd.Series) -> pd.Series:
@@ -316,7 +316,6 @@ class FeatureValidator:
         self._consented = 0
         self._valid = 0
         self._checked = False
-        self._unique_failures = 0
 
     # -- dataset level ------------------------------------------------------------------------------------------
 
@@ -357,7 +356,6 @@ class FeatureValidator:
                     flagged = np.unique(pd.DataFrame(index_list)[ROW_ID].to_numpy(dtype="int64"))
                     flagged_keys = keys.iloc[flagged]
                     self._duplicate_rows = flagged[flagged_keys.duplicated(keep=False).to_numpy()]
-                    self._unique_failures = len(self._duplicate_rows)
             if not item.success:
                 message = _failure_message(config, details, len(chosen))
                 if config.type == "expect_table_row_count_to_be_between":
@@ -370,10 +368,7 @@ class FeatureValidator:
                 f"(rule min_rows; {self.extracted} extracted, {self.extracted - len(chosen)} excluded without "
                 "profiling consent)"
             ]
-        if failures:
-            raise DataQualityError(
-                f"validation of {SOURCE_NAME} failed {len(failures)} rule(s):\n  " + "\n  ".join(failures), failures
-            )
+        _raise_if_failed(failures)
         self._checked = True
 
     # -- row level ----------------------------------------------------------------------------------------------
@@ -468,13 +463,10 @@ class FeatureValidator:
                 ]
             )
         ]
-        if failures:
-            raise DataQualityError(
-                f"validation of {SOURCE_NAME} failed {len(failures)} rule(s):\n  " + "\n  ".join(failures), failures
-            )
+        _raise_if_failed(failures)
         rule_failures = {label: t.unexpected for label, t in self._tallies.items() if t.unexpected}
-        if self._unique_failures:
-            rule_failures[_UNIQUE_RULE] = self._unique_failures
+        if len(self._duplicate_rows):
+            rule_failures[_UNIQUE_RULE] = len(self._duplicate_rows)
         quarantine = (
             pd.concat(self._quarantine, ignore_index=True)
             if self._quarantine
@@ -507,6 +499,13 @@ class FeatureValidator:
                 ],
             },
             data_docs=render_data_docs(self._gx.context, results, data_docs_run) if data_docs_run else {},
+        )
+
+
+def _raise_if_failed(failures: list[str]) -> None:
+    if failures:
+        raise DataQualityError(
+            f"validation of {SOURCE_NAME} failed {len(failures)} rule(s):\n  " + "\n  ".join(failures), failures
         )
 
 
